@@ -1,0 +1,190 @@
+// circuitry — mechanistic analysis of attention-only transformers.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file circuits.hpp
+/// The paper's weight-based circuits of each head (row-vector convention, TransformerLens
+/// names), all kept factored:
+///
+///     OV       = W_V W_O                    [d_model x d_model]   (AttentionHead::ov)
+///     QK       = W_Q W_K^T                  [d_model x d_model]   (AttentionHead::qk)
+///     full OV  = W_E W_V W_O W_U            [d_vocab x d_vocab]   (full_ov_circuit)
+///     full QK  = W_E W_Q W_K^T W_E^T        [d_vocab x d_vocab]   (full_qk_circuit)
+///     direct   = W_E W_U                    [d_vocab x d_vocab]   (direct_path, the bigrams)
+///
+/// Scores: `copying_score(λ) = Re(sum λ) / sum |λ|` of an eigenvalue spectrum (the paper's
+/// "positive eigenvalues mean copying"; for QK spectra it is the positivity). It is 1 for a
+/// head whose eigenvalues are all positive reals, -1 for all negative reals.
+///
+/// Low rank first: the spectra and Frobenius norms of the d_vocab x d_vocab full circuits come
+/// from three d_model x d_model matrices shared by all heads (`EmbeddingGrams`):
+///
+///     eig(full OV) = eig(W_O (W_U W_E) W_V)                    (d_head x d_head, plus zeros)
+///     eig(full QK) = eig(W_K^T (W_E^T W_E) W_Q)
+///     ||full OV||_F^2 = < W_V^T (W_E^T W_E) W_V , W_O (W_U W_U^T) W_O^T >_F
+///     ||full QK||_F^2 = < W_Q^T (W_E^T W_E) W_Q , W_K^T (W_E^T W_E) W_K >_F
+///
+/// so no d_vocab x d_vocab matrix is ever formed for them.
+
+#include <Eigen/Eigenvalues>
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "circuitry/factored_matrix.hpp"
+#include "circuitry/model.hpp"
+
+namespace circuitry {
+
+/// Full OV circuit W_E OV W_U of head `id`, factored as (W_E W_V)(W_O W_U): d_vocab x d_head
+/// times d_head x d_vocab. Entry (i, j): how much attending to token i raises the logit of j.
+template <typename Scalar>
+FactoredMatrix<Scalar> full_ov_circuit(const AttentionOnlyModel<Scalar>& model, HeadId id) {
+  const auto& h = model.head(id);
+  return FactoredMatrix<Scalar>(model.W_E * h.W_V, h.W_O * model.W_U);
+}
+
+/// Full QK circuit W_E QK W_E^T of head `id`, factored as (W_E W_Q)(W_K^T W_E^T). Entry
+/// (i, j): the attention score (before 1/sqrt(d_head)) of query token i on key token j,
+/// through the token embeddings alone.
+template <typename Scalar>
+FactoredMatrix<Scalar> full_qk_circuit(const AttentionOnlyModel<Scalar>& model, HeadId id) {
+  const auto& h = model.head(id);
+  return FactoredMatrix<Scalar>(model.W_E * h.W_Q, (model.W_E * h.W_K).transpose());
+}
+
+/// The direct path W_E W_U (the zero-layer "bigram" term), factored.
+template <typename Scalar>
+FactoredMatrix<Scalar> direct_path(const AttentionOnlyModel<Scalar>& model) {
+  return FactoredMatrix<Scalar>(model.W_E, model.W_U);
+}
+
+/// Re(sum λ) / sum |λ|. An all-zero spectrum (a head that writes nothing) has no sign: its score
+/// is defined as 0.
+template <typename Scalar>
+Scalar copying_score(const ComplexVector<Scalar>& eigenvalues) {
+  Scalar total_abs = 0;
+  std::complex<Scalar> total = 0;
+  for (Index i = 0; i < eigenvalues.size(); ++i) {
+    total += eigenvalues(i);
+    total_abs += std::abs(eigenvalues(i));
+  }
+  return total_abs > Scalar(0) ? total.real() / total_abs : Scalar(0);
+}
+
+namespace detail {
+/// Eigenvalues of a small dense square matrix; numerical_error naming `what` if the solver fails.
+template <typename Scalar>
+ComplexVector<Scalar> small_eigenvalues(const Matrix<Scalar>& m, const std::string& what) {
+  Eigen::EigenSolver<Matrix<Scalar>> solver(m, /*computeEigenvectors=*/false);
+  if (solver.info() != Eigen::Success) {
+    throw numerical_error("eigenvalues of " + what + ": the eigensolver did not converge");
+  }
+  return solver.eigenvalues();
+}
+
+/// <X, Y>_F = sum_ij X_ij Y_ij.
+template <typename Scalar>
+Scalar frobenius_inner(const Matrix<Scalar>& x, const Matrix<Scalar>& y) {
+  return x.cwiseProduct(y).sum();
+}
+}  // namespace detail
+
+/// The three d_model x d_model matrices all full-circuit spectra and norms are computed from
+/// (see circuits.hpp). Computing them costs O(d_vocab d_model^2) once, for all heads.
+template <typename Scalar>
+struct EmbeddingGrams {
+  Matrix<Scalar> E;   ///< W_E^T W_E          (symmetric)
+  Matrix<Scalar> U;   ///< W_U W_U^T          (symmetric)
+  Matrix<Scalar> UE;  ///< W_U W_E            (the direct path's "BA")
+
+  explicit EmbeddingGrams(const AttentionOnlyModel<Scalar>& model) {
+    const Index D = model.W_E.cols();
+    E = Matrix<Scalar>::Zero(D, D);
+    E.template selfadjointView<Eigen::Lower>().rankUpdate(model.W_E.transpose());
+    E.template triangularView<Eigen::StrictlyUpper>() = E.transpose();
+    U = Matrix<Scalar>::Zero(D, D);
+    U.template selfadjointView<Eigen::Lower>().rankUpdate(model.W_U);
+    U.template triangularView<Eigen::StrictlyUpper>() = U.transpose();
+    UE.noalias() = model.W_U * model.W_E;
+  }
+};
+
+/// Eigenvalues of head `id`'s OV circuit W_V W_O: the d_head eigenvalues of W_O W_V.
+template <typename Scalar>
+ComplexVector<Scalar> ov_eigenvalues(const AttentionOnlyModel<Scalar>& model, HeadId id) {
+  const auto& h = model.head(id);
+  return detail::small_eigenvalues<Scalar>(h.W_O * h.W_V, "the OV circuit of " + id.name());
+}
+
+/// Eigenvalues of head `id`'s QK circuit W_Q W_K^T: the d_head eigenvalues of W_K^T W_Q.
+template <typename Scalar>
+ComplexVector<Scalar> qk_eigenvalues(const AttentionOnlyModel<Scalar>& model, HeadId id) {
+  const auto& h = model.head(id);
+  return detail::small_eigenvalues<Scalar>(h.W_K.transpose() * h.W_Q,
+                                           "the QK circuit of " + id.name());
+}
+
+/// Eigenvalues of the full OV circuit W_E W_V W_O W_U: the d_head eigenvalues of
+/// W_O (W_U W_E) W_V (the rest of its d_vocab eigenvalues are zero).
+template <typename Scalar>
+ComplexVector<Scalar> full_ov_eigenvalues(const AttentionOnlyModel<Scalar>& model,
+                                          const EmbeddingGrams<Scalar>& grams, HeadId id) {
+  const auto& h = model.head(id);
+  return detail::small_eigenvalues<Scalar>(h.W_O * (grams.UE * h.W_V),
+                                           "the full OV circuit of " + id.name());
+}
+
+/// Eigenvalues of the full QK circuit W_E W_Q W_K^T W_E^T: those of W_K^T (W_E^T W_E) W_Q.
+template <typename Scalar>
+ComplexVector<Scalar> full_qk_eigenvalues(const AttentionOnlyModel<Scalar>& model,
+                                          const EmbeddingGrams<Scalar>& grams, HeadId id) {
+  const auto& h = model.head(id);
+  return detail::small_eigenvalues<Scalar>(h.W_K.transpose() * (grams.E * h.W_Q),
+                                           "the full QK circuit of " + id.name());
+}
+
+/// ||W_E W_V W_O W_U||_F from d_head x d_head Gram matrices (see circuits.hpp).
+template <typename Scalar>
+Scalar full_ov_frobenius(const AttentionOnlyModel<Scalar>& model,
+                         const EmbeddingGrams<Scalar>& grams, HeadId id) {
+  const auto& h = model.head(id);
+  const Matrix<Scalar> left = h.W_V.transpose() * grams.E * h.W_V;
+  const Matrix<Scalar> right = h.W_O * grams.U * h.W_O.transpose();
+  return std::sqrt(std::max(Scalar(0), detail::frobenius_inner(left, right)));
+}
+
+/// ||W_E W_Q W_K^T W_E^T||_F from d_head x d_head Gram matrices (see circuits.hpp).
+template <typename Scalar>
+Scalar full_qk_frobenius(const AttentionOnlyModel<Scalar>& model,
+                         const EmbeddingGrams<Scalar>& grams, HeadId id) {
+  const auto& h = model.head(id);
+  const Matrix<Scalar> left = h.W_Q.transpose() * grams.E * h.W_Q;
+  const Matrix<Scalar> right = h.W_K.transpose() * grams.E * h.W_K;
+  return std::sqrt(std::max(Scalar(0), detail::frobenius_inner(left, right)));
+}
+
+/// Fractions of tokens i whose row of the full OV circuit has its largest entry (top-1), or one
+/// of its k largest (top-k), at column i: how often the head, attending to token i, most
+/// raises the logit of i itself. Entries tied with the diagonal count in the diagonal's favour.
+/// Computed in row blocks of the d_vocab x d_vocab product, never all at once.
+struct CopyingAccuracy {
+  double top1 = 0;
+  double top5 = 0;
+};
+
+template <typename Scalar>
+CopyingAccuracy full_ov_copying_accuracy(const AttentionOnlyModel<Scalar>& model, HeadId id) {
+  const FactoredMatrix<Scalar> circuit = full_ov_circuit(model, id);
+  const auto ranks = circuit.diagonal_rank();
+  CopyingAccuracy acc;
+  for (Index i = 0; i < ranks.size(); ++i) {
+    acc.top1 += ranks(i) < 1 ? 1.0 : 0.0;
+    acc.top5 += ranks(i) < 5 ? 1.0 : 0.0;
+  }
+  acc.top1 /= static_cast<double>(ranks.size());
+  acc.top5 /= static_cast<double>(ranks.size());
+  return acc;
+}
+
+}  // namespace circuitry

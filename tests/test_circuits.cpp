@@ -1,0 +1,153 @@
+// circuits.hpp: full circuits, their spectra and norms from the shared Gram matrices, copying
+// scores and copying accuracy — each against a dense double computation on random weights.
+#include <doctest/doctest.h>
+
+#include <Eigen/Eigenvalues>
+#include <circuitry/circuits.hpp>
+
+#include "support/random_model.hpp"
+#include "support/reference.hpp"
+
+using namespace circuitry;
+
+namespace {
+
+test::RandomModelSpec small_spec() {
+  test::RandomModelSpec s;
+  s.n_layers = 2;
+  s.n_heads = 3;
+  s.d_model = 12;
+  s.d_head = 3;
+  s.d_vocab = 30;
+  s.seed = 7;
+  return s;
+}
+
+/// The nonzero part of a dense spectrum: the `keep` eigenvalues of largest magnitude.
+std::vector<std::complex<double>> largest_eigenvalues(const Matrix<double>& dense, Index keep) {
+  Eigen::EigenSolver<Matrix<double>> solver(dense, false);
+  REQUIRE(solver.info() == Eigen::Success);
+  std::vector<std::complex<double>> all(solver.eigenvalues().data(),
+                                        solver.eigenvalues().data() + solver.eigenvalues().size());
+  std::sort(all.begin(), all.end(), [](auto a, auto b) { return std::abs(a) > std::abs(b); });
+  all.resize(static_cast<std::size_t>(keep));
+  return all;
+}
+
+double tolerance_for(double) { return 1e-9; }
+double tolerance_for(float) { return 2e-4; }
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("full circuits are the dense products W_E OV W_U and W_E QK W_E^T", Scalar,
+                   float, double) {
+  const auto model = test::random_model<double>(small_spec());
+  const auto model_s = model.template cast<Scalar>();
+  for (const HeadId id : model.head_ids()) {
+    CAPTURE(id.name());
+    const auto& h = model.head(id);
+    const Matrix<double> ov = model.W_E * h.W_V * h.W_O * model.W_U;
+    const Matrix<double> qk = model.W_E * h.W_Q * h.W_K.transpose() * model.W_E.transpose();
+    const double tol = tolerance_for(Scalar());
+    CHECK((full_ov_circuit(model_s, id).AB().template cast<double>() - ov).norm() <=
+          tol * ov.norm());
+    CHECK((full_qk_circuit(model_s, id).AB().template cast<double>() - qk).norm() <=
+          tol * qk.norm());
+  }
+  const Matrix<double> bigram = model.W_E * model.W_U;
+  CHECK((direct_path(model_s).AB().template cast<double>() - bigram).norm() <=
+        tolerance_for(Scalar()) * bigram.norm());
+}
+
+TEST_CASE_TEMPLATE("spectra and norms from the embedding Grams equal the dense ones", Scalar, float,
+                   double) {
+  const auto model = test::random_model<double>(small_spec());
+  const auto model_s = model.template cast<Scalar>();
+  const EmbeddingGrams<Scalar> grams(model_s);
+  const double tol = std::is_same<Scalar, double>::value ? 1e-9 : 1e-4;
+  for (const HeadId id : model.head_ids()) {
+    CAPTURE(id.name());
+    const auto& h = model.head(id);
+    const Matrix<double> ov = h.W_V * h.W_O, qk = h.W_Q * h.W_K.transpose();
+    const Matrix<double> full_ov = model.W_E * ov * model.W_U;
+    const Matrix<double> full_qk = model.W_E * qk * model.W_E.transpose();
+    const Index d = h.d_qk();
+    CHECK(test::multiset_relative_distance(ov_eigenvalues(model_s, id), largest_eigenvalues(ov, d)) <= tol);
+    CHECK(test::multiset_relative_distance(qk_eigenvalues(model_s, id), largest_eigenvalues(qk, d)) <= tol);
+    CHECK(test::multiset_relative_distance(full_ov_eigenvalues(model_s, grams, id),
+                                           largest_eigenvalues(full_ov, d)) <= tol);
+    CHECK(test::multiset_relative_distance(full_qk_eigenvalues(model_s, grams, id),
+                                           largest_eigenvalues(full_qk, d)) <= tol);
+    CHECK(static_cast<double>(full_ov_frobenius(model_s, grams, id)) ==
+          doctest::Approx(full_ov.norm()).epsilon(tol));
+    CHECK(static_cast<double>(full_qk_frobenius(model_s, grams, id)) ==
+          doctest::Approx(full_qk.norm()).epsilon(tol));
+    // trace = sum of eigenvalues
+    const auto spectrum = full_ov_eigenvalues(model_s, grams, id);
+    CHECK(static_cast<double>(spectrum.sum().real()) ==
+          doctest::Approx(full_ov.trace()).epsilon(tol).scale(full_ov.norm()));
+  }
+}
+
+TEST_CASE_TEMPLATE("the copying score is +1 for copying, -1 for anti-copying and cos θ for a rotation",
+                   Scalar, float, double) {
+  using C = std::complex<Scalar>;
+  ComplexVector<Scalar> positive(3), negative(3), rotation(2), zero = ComplexVector<Scalar>::Zero(4);
+  positive << C(1), C(2), C(0.5);
+  negative << C(-1), C(-3), C(-0.25);
+  const Scalar theta = Scalar(0.7);
+  rotation << std::polar(Scalar(2), theta), std::polar(Scalar(2), -theta);
+  CHECK(copying_score(positive) == doctest::Approx(1.0));
+  CHECK(copying_score(negative) == doctest::Approx(-1.0));
+  CHECK(copying_score(rotation) == doctest::Approx(std::cos(0.7)).epsilon(1e-6));
+  SUBCASE("a head that writes nothing has copying score 0, not NaN") {
+    CHECK(copying_score(zero) == Scalar(0));
+  }
+}
+
+TEST_CASE_TEMPLATE("copying accuracy counts the rows whose diagonal entry ranks first or in the top five",
+                   Scalar, float, double) {
+  auto spec = small_spec();
+  spec.d_vocab = 50;
+  const auto model = test::random_model<double>(spec);
+  const auto model_s = model.template cast<Scalar>();
+  for (const HeadId id : model.head_ids()) {
+    CAPTURE(id.name());
+    const auto& h = model.head(id);
+    const Matrix<double> full = model.W_E * h.W_V * h.W_O * model.W_U;
+    int top1 = 0, top5 = 0;
+    for (Index i = 0; i < full.rows(); ++i) {
+      int above = 0;
+      for (Index j = 0; j < full.cols(); ++j) above += full(i, j) > full(i, i) ? 1 : 0;
+      top1 += above == 0;
+      top5 += above < 5;
+    }
+    const CopyingAccuracy acc = full_ov_copying_accuracy(model_s, id);
+    CHECK(acc.top1 == doctest::Approx(top1 / 50.0));
+    CHECK(acc.top5 == doctest::Approx(top5 / 50.0));
+  }
+}
+
+TEST_CASE("an identity OV circuit through an orthogonal embedding copies every token") {
+  auto spec = small_spec();
+  spec.d_vocab = spec.d_model;  // W_E square orthogonal, W_U = W_E^T: the direct path is I
+  auto model = test::random_model<double>(spec);
+  Eigen::HouseholderQR<Matrix<double>> qr(model.W_E);
+  model.W_E = qr.householderQ() * Matrix<double>::Identity(spec.d_model, spec.d_model);
+  model.W_U = model.W_E.transpose();
+  auto& h = model.layers[0].heads[0];
+  h.W_V = Matrix<double>::Identity(spec.d_model, spec.d_head);
+  h.W_O = Matrix<double>::Identity(spec.d_head, spec.d_model);
+  const EmbeddingGrams<double> grams(model);
+  const auto spectrum = full_ov_eigenvalues(model, grams, {0, 0});
+  for (Index i = 0; i < spectrum.size(); ++i) CHECK(spectrum(i).real() == doctest::Approx(1.0));
+  CHECK(copying_score(spectrum) == doctest::Approx(1.0));
+  CHECK(full_ov_frobenius(model, grams, {0, 0}) == doctest::Approx(std::sqrt(double(spec.d_head))));
+}
+
+TEST_CASE("asking for a head the model does not have names it") {
+  const auto model = test::random_model<double>(small_spec());
+  CHECK_THROWS_WITH_AS(full_ov_circuit(model, {2, 0}),
+                       "[circuitry.argument_error] no head L2H0 in a model of 2 layers x 3 heads",
+                       argument_error);
+}
