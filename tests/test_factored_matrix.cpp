@@ -1,7 +1,5 @@
 // Tests of circuitry/factored_matrix.hpp: every identity is checked against the dense product
 // AB computed in double from the same factors, for float and double factors.
-#include "circuitry/factored_matrix.hpp"
-
 #include <doctest/doctest.h>
 
 #include <Eigen/Dense>
@@ -14,6 +12,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include "circuitry/factored_matrix.hpp"
 
 namespace {
 
@@ -91,8 +91,9 @@ struct SpectrumMatch {
 SpectrumMatch match_spectra(std::vector<std::complex<double>> fewer,
                             std::vector<std::complex<double>> more) {
   REQUIRE(fewer.size() <= more.size());
-  std::sort(fewer.begin(), fewer.end(),
-            [](std::complex<double> a, std::complex<double> b) { return std::abs(a) > std::abs(b); });
+  std::sort(fewer.begin(), fewer.end(), [](std::complex<double> a, std::complex<double> b) {
+    return std::abs(a) > std::abs(b);
+  });
   std::vector<bool> used(more.size(), false);
   SpectrumMatch out;
   for (const std::complex<double>& v : fewer) {
@@ -132,8 +133,8 @@ void check_eigenvalues_match_dense(const FactoredMatrix<T>& f) {
   const std::vector<std::complex<double>> want = to_complex_vector(solver.eigenvalues());
   const std::vector<std::complex<double>> have = to_complex_vector(got);
   const double scale = std::max(1.0, d.norm());
-  const SpectrumMatch match = have.size() <= want.size() ? match_spectra(have, want)
-                                                         : match_spectra(want, have);
+  const SpectrumMatch match =
+      have.size() <= want.size() ? match_spectra(have, want) : match_spectra(want, have);
   CAPTURE(scale);
   CHECK(match.max_distance <= eig_tol<T>() * scale);
   CHECK(match.max_unmatched <= eig_tol<T>() * scale);
@@ -151,8 +152,7 @@ circuitry::Matrix<T> low_rank_matrix(Index rows, Index cols, Index rank, unsigne
 std::vector<Index> brute_force_order(const MatrixXd& m, Index i) {
   std::vector<Index> order(static_cast<std::size_t>(m.cols()));
   std::iota(order.begin(), order.end(), Index{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](Index a, Index b) { return m(i, a) > m(i, b); });
+  std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return m(i, a) > m(i, b); });
   return order;
 }
 
@@ -173,8 +173,8 @@ TEST_CASE_TEMPLATE("a factored matrix reports its factors and its shape", T, flo
     const FactoredMatrix<T> g(a.topRows(4) * T(2), b.leftCols(2));
     CHECK(g.rows() == 4);
     CHECK(g.cols() == 2);
-    check_close(to_double<T>(g.AB()), 2.0 * to_double<T>(a.topRows(4)) * to_double<T>(b.leftCols(2)),
-                tol<T>());
+    check_close(to_double<T>(g.AB()),
+                2.0 * to_double<T>(a.topRows(4)) * to_double<T>(b.leftCols(2)), tol<T>());
   }
   SUBCASE("the default factored matrix is the empty 0 x 0 product") {
     const FactoredMatrix<T> e;
@@ -203,8 +203,8 @@ TEST_CASE_TEMPLATE("the documented OV example holds", T, float, double) {
   CHECK(std::abs(ev(1)) == doctest::Approx(0).epsilon(1e-5));
 }
 
-TEST_CASE_TEMPLATE("factors whose inner dimensions differ are rejected with a shape error", T, float,
-                   double) {
+TEST_CASE_TEMPLATE("factors whose inner dimensions differ are rejected with a shape error", T,
+                   float, double) {
   const circuitry::Matrix<T> a = random_matrix<T>(4, 3, 1);
   const circuitry::Matrix<T> b = random_matrix<T>(5, 2, 2);
   CHECK_THROWS_WITH_AS(FactoredMatrix<T>(a, b),
@@ -364,9 +364,10 @@ TEST_CASE_TEMPLATE("eigenvalues of BA are the nonzero eigenvalues of the dense p
   }
 }
 
-TEST_CASE_TEMPLATE("a failed eigensolver is a status for try_eigenvalues and an error for "
-                   "eigenvalues",
-                   T, float, double) {
+TEST_CASE_TEMPLATE(
+    "a failed eigensolver is a status for try_eigenvalues and an error for "
+    "eigenvalues",
+    T, float, double) {
   circuitry::Matrix<T> a = random_matrix<T>(5, 3, 37);
   a(1, 1) = std::numeric_limits<T>::quiet_NaN();
   const FactoredMatrix<T> f(a, random_matrix<T>(3, 5, 38));
@@ -431,8 +432,8 @@ TEST_CASE_TEMPLATE("singular values match the SVD of the dense product", T, floa
     CAPTURE(s.r);
     CAPTURE(s.n);
     CAPTURE(s.rank);
-    const circuitry::Matrix<T> a = s.rank < s.r ? low_rank_matrix<T>(s.m, s.r, s.rank, 49)
-                                                : random_matrix<T>(s.m, s.r, 49);
+    const circuitry::Matrix<T> a =
+        s.rank < s.r ? low_rank_matrix<T>(s.m, s.r, s.rank, 49) : random_matrix<T>(s.m, s.r, 49);
     const FactoredMatrix<T> f(a, random_matrix<T>(s.r, s.n, 51));
     const Index k = std::min({s.m, s.n, s.r});
     const circuitry::Vector<T> got = f.singular_values();
@@ -556,7 +557,8 @@ TEST_CASE_TEMPLATE("top_k_rows matches a brute-force sort of the dense rows", T,
             CAPTURE(i);
             CAPTURE(c);
             CHECK(top.indices(i, c) == order[static_cast<std::size_t>(c)]);
-            CHECK(static_cast<double>(top.values(i, c)) == d(i, order[static_cast<std::size_t>(c)]));
+            CHECK(static_cast<double>(top.values(i, c)) ==
+                  d(i, order[static_cast<std::size_t>(c)]));
           }
         }
       }
@@ -674,13 +676,13 @@ TEST_CASE_TEMPLATE("diagonal_rank counts the entries of each row strictly above 
 
 TEST_CASE("the top-k order ranks larger values first, ties by column, and NaN last") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  CHECK(circuitry::detail::ranks_before(2.0, 5, 1.0, 0));
-  CHECK_FALSE(circuitry::detail::ranks_before(1.0, 0, 2.0, 5));
-  CHECK(circuitry::detail::ranks_before(1.0, 0, 1.0, 3));
-  CHECK_FALSE(circuitry::detail::ranks_before(1.0, 3, 1.0, 0));
-  CHECK(circuitry::detail::ranks_before(-1e300, 9, nan, 0));
-  CHECK_FALSE(circuitry::detail::ranks_before(nan, 0, -1e300, 9));
-  CHECK(circuitry::detail::ranks_before(nan, 0, nan, 1));
+  CHECK(circuitry::detail::factored::ranks_before(2.0, 5, 1.0, 0));
+  CHECK_FALSE(circuitry::detail::factored::ranks_before(1.0, 0, 2.0, 5));
+  CHECK(circuitry::detail::factored::ranks_before(1.0, 0, 1.0, 3));
+  CHECK_FALSE(circuitry::detail::factored::ranks_before(1.0, 3, 1.0, 0));
+  CHECK(circuitry::detail::factored::ranks_before(-1e300, 9, nan, 0));
+  CHECK_FALSE(circuitry::detail::factored::ranks_before(nan, 0, -1e300, 9));
+  CHECK(circuitry::detail::factored::ranks_before(nan, 0, nan, 1));
 
   circuitry::Matrix<double> a = circuitry::Matrix<double>::Ones(2, 1);
   circuitry::Matrix<double> b(1, 4);

@@ -21,8 +21,9 @@
 #include <utility>
 #include <vector>
 
+#include "circuitry/detail/factored_blocks.hpp"
+#include "circuitry/detail/factored_checks.hpp"
 #include "circuitry/detail/factored_spectral.hpp"
-#include "circuitry/detail/factored_top_k.hpp"
 #include "circuitry/error.hpp"
 #include "circuitry/types.hpp"
 
@@ -85,6 +86,8 @@ struct TopK {
 ///     OV.frobenius_norm();  // 8 (every entry of OV is 2)
 ///     OV.eigenvalues();     // (8,0) (0,0): BA = [[4,4],[4,4]]
 ///
+/// (tests/test_factored_matrix.cpp, "the documented OV example holds", checks these values.)
+///
 /// All members are const and the class holds no caches, so a `const FactoredMatrix` may be
 /// shared between threads.
 template <typename Scalar>
@@ -106,20 +109,19 @@ class FactoredMatrix {
                       std::is_same<typename DerivedB::Scalar, Scalar>::value,
                   "CIRCUITRY_FACTOR_SCALAR_MISMATCH: the factors of a FactoredMatrix<Scalar> must "
                   "have scalar type Scalar; use .template cast<Scalar>()");
-    check_inner(a.rows(), a.cols(), b.rows(), b.cols());
+    detail::factored::check_inner(a.rows(), a.cols(), b.rows(), b.cols());
     A_ = a;
     B_ = b;
   }
-
 
   // ---------------------------------------------------------------------------------------
   // Factors and shape
   // ---------------------------------------------------------------------------------------
 
-  const MatrixType& A() const noexcept { return A_; }  ///< m × r left factor.
-  const MatrixType& B() const noexcept { return B_; }  ///< r × n right factor.
-  Index rows() const noexcept { return A_.rows(); }    ///< m.
-  Index cols() const noexcept { return B_.cols(); }    ///< n.
+  const MatrixType& A() const noexcept { return A_; }     ///< m × r left factor.
+  const MatrixType& B() const noexcept { return B_; }     ///< r × n right factor.
+  Index rows() const noexcept { return A_.rows(); }       ///< m.
+  Index cols() const noexcept { return B_.cols(); }       ///< n.
   Index inner_dim() const noexcept { return A_.cols(); }  ///< r; an upper bound on rank(M).
 
   /// M^T = B^T A^T, as the factored matrix (B^T, A^T). O((m + n) r).
@@ -130,8 +132,7 @@ class FactoredMatrix {
   /// The same product with factors converted to `NewScalar`.
   template <typename NewScalar>
   FactoredMatrix<NewScalar> cast() const {
-    return FactoredMatrix<NewScalar>(A_.template cast<NewScalar>(),
-                                     B_.template cast<NewScalar>());
+    return FactoredMatrix<NewScalar>(A_.template cast<NewScalar>(), B_.template cast<NewScalar>());
   }
 
   // ---------------------------------------------------------------------------------------
@@ -160,11 +161,8 @@ class FactoredMatrix {
     static_assert(std::is_same<typename Derived::Scalar, Scalar>::value,
                   "CIRCUITRY_FACTOR_SCALAR_MISMATCH: FactoredMatrix<Scalar> * matrix needs a "
                   "matrix of scalar type Scalar; use .template cast<Scalar>()");
-    if (x.rows() != cols()) {
-      throw shape_error("FactoredMatrix * matrix: FactoredMatrix is " + shape(rows(), cols()) +
-                        " but matrix is " + shape(x.rows(), x.cols()) +
-                        ": FactoredMatrix.cols() must equal matrix.rows()");
-    }
+    detail::factored::check_product("FactoredMatrix * matrix", "FactoredMatrix", rows(), cols(),
+                                    "matrix", x.rows(), x.cols());
     return FactoredMatrix(adopt_tag{}, MatrixType(A_), MatrixType(B_ * x));
   }
 
@@ -172,11 +170,8 @@ class FactoredMatrix {
   /// (A1, (B1 A2) B2) when r1 <= r2, else (A1 (B1 A2), B2).
   /// \throws shape_error when `other.rows() != cols()`.
   FactoredMatrix operator*(const FactoredMatrix& other) const {
-    if (other.rows() != cols()) {
-      throw shape_error("FactoredMatrix * FactoredMatrix: left is " + shape(rows(), cols()) +
-                        " but right is " + shape(other.rows(), other.cols()) +
-                        ": left.cols() must equal right.rows()");
-    }
+    detail::factored::check_product("FactoredMatrix * FactoredMatrix", "left", rows(), cols(),
+                                    "right", other.rows(), other.cols());
     const MatrixType core = B_ * other.A_;  // r1 × r2
     if (inner_dim() <= other.inner_dim()) {
       return FactoredMatrix(adopt_tag{}, MatrixType(A_), MatrixType(core * other.B_));
@@ -208,7 +203,7 @@ class FactoredMatrix {
     out.info = solver.info();
     if (out.info != Eigen::Success) return out;
     out.values = solver.eigenvalues();
-    detail::sort_eigenvalues(out.values);
+    detail::factored::sort_eigenvalues(out.values);
     return out;
   }
 
@@ -219,9 +214,9 @@ class FactoredMatrix {
     EigenvaluesResult<Scalar> result = try_eigenvalues();
     if (result.info != Eigen::Success) {
       throw numerical_error("FactoredMatrix::eigenvalues: the eigensolver for the " +
-                            shape(inner_dim(), inner_dim()) +
+                            detail::factored::shape(inner_dim(), inner_dim()) +
                             " matrix BA did not converge (Eigen::ComputationInfo " +
-                            detail::computation_info_name(result.info) + ")");
+                            detail::factored::info_name(result.info) + ")");
     }
     return std::move(result.values);
   }
@@ -230,11 +225,11 @@ class FactoredMatrix {
   /// and B^T = Qb Rb. O((m + n) r^2 + r^3); no m × n matrix is formed.
   /// \throws numerical_error when the SVD reports failure (NaN or infinite factors).
   Vector<Scalar> singular_values() const {
-    const MatrixType core = svd_core(nullptr, nullptr);
+    const MatrixType core = detail::factored::svd_core<Scalar>(A_, B_, nullptr, nullptr);
     if (core.size() == 0) return Vector<Scalar>::Zero(0);
-    const typename detail::SmallSvd<Scalar>::ValuesOnly svd =
-        detail::SmallSvd<Scalar>::values_only(core);
-    check_svd(svd.info(), "singular_values");
+    const typename detail::factored::SmallSvd<Scalar>::ValuesOnly svd =
+        detail::factored::SmallSvd<Scalar>::values_only(core);
+    detail::factored::check_svd(svd.info(), "singular_values");
     return svd.singularValues();
   }
 
@@ -244,7 +239,7 @@ class FactoredMatrix {
   /// \throws numerical_error when the SVD reports failure (NaN or infinite factors).
   ThinSvd<Scalar> thin_svd() const {
     MatrixType qa, qb;
-    const MatrixType core = svd_core(&qa, &qb);
+    const MatrixType core = detail::factored::svd_core<Scalar>(A_, B_, &qa, &qb);
     ThinSvd<Scalar> out;
     if (core.size() == 0) {
       const Index k = std::min({rows(), cols(), inner_dim()});
@@ -253,9 +248,9 @@ class FactoredMatrix {
       out.V = MatrixType::Zero(cols(), k);
       return out;
     }
-    const typename detail::SmallSvd<Scalar>::WithVectors svd =
-        detail::SmallSvd<Scalar>::with_vectors(core);
-    check_svd(svd.info(), "thin_svd");
+    const typename detail::factored::SmallSvd<Scalar>::WithVectors svd =
+        detail::factored::SmallSvd<Scalar>::with_vectors(core);
+    detail::factored::check_svd(svd.info(), "thin_svd");
     out.U = qa * svd.matrixU();
     out.S = svd.singularValues();
     out.V = qb * svd.matrixV();
@@ -288,14 +283,14 @@ class FactoredMatrix {
 
   /// M(i, j) = A.row(i) · B.col(j). O(r).
   Scalar coefficient(Index i, Index j) const {
-    check_index("coefficient", "row", i, rows());
-    check_index("coefficient", "column", j, cols());
+    detail::factored::check_index("coefficient", "row", i, rows());
+    detail::factored::check_index("coefficient", "column", j, cols());
     return A_.row(i).dot(B_.col(j));
   }
 
   /// Row i of M, A.row(i) B: 1 × n, O(r n).
   RowVector<Scalar> row(Index i) const {
-    check_index("row", "row", i, rows());
+    detail::factored::check_index("row", "row", i, rows());
     return A_.row(i) * B_;
   }
 
@@ -305,18 +300,16 @@ class FactoredMatrix {
   /// The p × q block of M at (i, j): A.block(i, 0, p, r) B.block(0, j, r, q). O(p q r).
   /// \throws argument_error when the block does not fit in M.
   MatrixType block(Index i, Index j, Index p, Index q) const {
-    if (i < 0 || j < 0 || p < 0 || q < 0 || i + p > rows() || j + q > cols()) {
-      throw argument_error("FactoredMatrix::block: block at (" + std::to_string(i) + ", " +
-                           std::to_string(j) + ") of size " + shape(p, q) +
-                           " does not fit in a " + shape(rows(), cols()) + " matrix");
-    }
+    detail::factored::check_block(i, j, p, q, rows(), cols());
     return A_.middleRows(i, p) * B_.middleCols(j, q);
   }
 
   /// The top-left min(k, m) × min(k, n) corner of M (TransformerLens's `corner`).
   MatrixType corner(Index k = 3) const {
-    if (k < 0) throw argument_error("FactoredMatrix::corner: k = " + std::to_string(k) +
-                                    " must be non-negative");
+    if (k < 0) {
+      throw argument_error("FactoredMatrix::corner: k = " + std::to_string(k) +
+                           " must be non-negative");
+    }
     return block(0, 0, std::min(k, rows()), std::min(k, cols()));
   }
 
@@ -343,19 +336,8 @@ class FactoredMatrix {
   ///       best = std::max(best, b.maxCoeff()); });
   template <typename F>
   void for_each_row_block(Index block_rows, F&& f) const {
-    check_block_rows("for_each_row_block", block_rows);
-    const Index m = rows();
-    const Index full = std::min(block_rows, m);
-    MatrixType buffer(full, cols());
-    MatrixType tail;
-    for (Index first = 0; first < m; first += full) {
-      const Index count = std::min(full, m - first);
-      MatrixType& out = (count == full) ? buffer : tail;
-      if (count != full) out.resize(count, cols());
-      out.noalias() = A_.middleRows(first, count) * B_;
-      const MatrixType& view = out;
-      f(first, view);
-    }
+    detail::factored::check_block_rows("for_each_row_block", block_rows);
+    detail::factored::for_each_row_block<Scalar>(A_, B_, block_rows, std::forward<F>(f));
   }
 
   /// The k largest entries of every row of M, sorted descending, ties by smaller column index,
@@ -363,14 +345,15 @@ class FactoredMatrix {
   /// O(m n r + m n log k).
   /// \throws argument_error when k < 0, k > cols() or block_rows <= 0.
   TopK<Scalar> top_k_rows(Index k, Index block_rows = 256) const {
-    check_k(k);
+    detail::factored::check_k(k, cols());
     TopK<Scalar> out;
     out.indices.resize(rows(), k);
     out.values.resize(rows(), k);
-    detail::RowTopKSelector<Scalar> selector(cols(), k);
+    detail::factored::RowTopKSelector<Scalar> selector(cols(), k);
     for_each_row_block(block_rows, [&](Index first, const MatrixType& blk) {
-      for (Index t = 0; t < blk.rows(); ++t) selector.select(blk, t, out.indices, out.values,
-                                                             first + t);
+      for (Index t = 0; t < blk.rows(); ++t) {
+        selector.select(blk, t, out.indices, out.values, first + t);
+      }
     });
     return out;
   }
@@ -382,31 +365,21 @@ class FactoredMatrix {
   /// block_rows <= 0.
   TopK<Scalar> top_k_rows(const std::vector<Index>& rows_to_rank, Index k,
                           Index block_rows = 256) const {
-    check_k(k);
-    check_block_rows("top_k_rows", block_rows);
-    for (const Index i : rows_to_rank) check_index("top_k_rows", "row", i, rows());
-    const Index total = static_cast<Index>(rows_to_rank.size());
-    TopK<Scalar> out;
-    out.indices.resize(total, k);
-    out.values.resize(total, k);
-    if (total == 0) return out;
-    detail::RowTopKSelector<Scalar> selector(cols(), k);
-    const Index full = std::min(block_rows, total);
-    MatrixType gathered(full, inner_dim());
-    MatrixType buffer(full, cols());
-    for (Index first = 0; first < total; first += full) {
-      const Index count = std::min(full, total - first);
-      if (count != full) {
-        gathered.resize(count, inner_dim());
-        buffer.resize(count, cols());
-      }
-      for (Index t = 0; t < count; ++t) {
-        gathered.row(t) = A_.row(rows_to_rank[static_cast<std::size_t>(first + t)]);
-      }
-      buffer.noalias() = gathered * B_;
-      for (Index t = 0; t < count; ++t) selector.select(buffer, t, out.indices, out.values,
-                                                        first + t);
+    detail::factored::check_k(k, cols());
+    detail::factored::check_block_rows("top_k_rows", block_rows);
+    for (const Index i : rows_to_rank) {
+      detail::factored::check_index("top_k_rows", "row", i, rows());
     }
+    TopK<Scalar> out;
+    out.indices.resize(static_cast<Index>(rows_to_rank.size()), k);
+    out.values.resize(static_cast<Index>(rows_to_rank.size()), k);
+    detail::factored::RowTopKSelector<Scalar> selector(cols(), k);
+    detail::factored::for_each_listed_row_block<Scalar>(
+        A_, B_, rows_to_rank, block_rows, [&](Index first, const MatrixType& blk) {
+          for (Index t = 0; t < blk.rows(); ++t) {
+            selector.select(blk, t, out.indices, out.values, first + t);
+          }
+        });
     return out;
   }
 
@@ -420,7 +393,7 @@ class FactoredMatrix {
     Vector<Index> out(rows());
     for_each_row_block(block_rows, [&](Index first, const MatrixType& blk) {
       for (Index t = 0; t < blk.rows(); ++t) {
-        out(first + t) = detail::count_greater_than(blk, t, first + t);
+        out(first + t) = detail::factored::count_greater_than(blk, t, first + t);
       }
     });
     return out;
@@ -440,65 +413,8 @@ class FactoredMatrix {
     CIRCUITRY_ASSERT(A_.cols() == B_.rows());
   }
 
-  static std::string shape(Index r, Index c) { return std::to_string(r) + "x" + std::to_string(c); }
-
-  static void check_inner(Index ar, Index ac, Index br, Index bc) {
-    if (ac != br) {
-      throw shape_error("FactoredMatrix: A is " + shape(ar, ac) + " but B is " + shape(br, bc) +
-                        ": A.cols() must equal B.rows()");
-    }
-  }
-
   void require_square(const char* what) const {
-    if (rows() != cols()) {
-      throw shape_error(std::string("FactoredMatrix::") + what +
-                        ": requires a square matrix (rows() == cols()), found " +
-                        shape(rows(), cols()));
-    }
-  }
-
-  static void check_index(const char* what, const char* kind, Index i, Index extent) {
-    if (i < 0 || i >= extent) {
-      throw argument_error(std::string("FactoredMatrix::") + what + ": " + kind + " index " +
-                           std::to_string(i) + " out of range [0, " + std::to_string(extent) +
-                           ")");
-    }
-  }
-
-  static void check_block_rows(const char* what, Index block_rows) {
-    if (block_rows <= 0) {
-      throw argument_error(std::string("FactoredMatrix::") + what + ": block_rows = " +
-                           std::to_string(block_rows) + " must be positive");
-    }
-  }
-
-  void check_k(Index k) const {
-    if (k < 0) {
-      throw argument_error("FactoredMatrix::top_k_rows: k = " + std::to_string(k) +
-                           " must be non-negative");
-    }
-    if (k > cols()) {
-      throw argument_error("FactoredMatrix::top_k_rows: k = " + std::to_string(k) +
-                           " exceeds cols() = " + std::to_string(cols()));
-    }
-  }
-
-  static void check_svd(Eigen::ComputationInfo info, const char* what) {
-    if (info != Eigen::Success) {
-      throw numerical_error(std::string("FactoredMatrix::") + what +
-                            ": the SVD of the core Ra Rb^T failed (Eigen::ComputationInfo " +
-                            detail::computation_info_name(info) + "); are the factors finite?");
-    }
-  }
-
-  /// The core Ra Rb^T (min(m, r) × min(n, r)) of A = Qa Ra, B^T = Qb Rb; fills Qa, Qb if asked.
-  MatrixType svd_core(MatrixType* qa, MatrixType* qb) const {
-    CIRCUITRY_ASSERT(A_.cols() == B_.rows());
-    detail::ThinQr<Scalar> a = detail::thin_qr<Scalar>(A_, qa != nullptr);
-    detail::ThinQr<Scalar> b = detail::thin_qr<Scalar>(MatrixType(B_.transpose()), qb != nullptr);
-    if (qa != nullptr) *qa = std::move(a.Q);
-    if (qb != nullptr) *qb = std::move(b.Q);
-    return a.R * b.R.transpose();
+    detail::factored::require_square(what, rows(), cols());
   }
 
   MatrixType A_;
@@ -513,12 +429,8 @@ FactoredMatrix<Scalar> operator*(const Eigen::MatrixBase<Derived>& x,
   static_assert(std::is_same<typename Derived::Scalar, Scalar>::value,
                 "CIRCUITRY_FACTOR_SCALAR_MISMATCH: matrix * FactoredMatrix<Scalar> needs a matrix "
                 "of scalar type Scalar; use .template cast<Scalar>()");
-  if (x.cols() != f.rows()) {
-    throw shape_error("matrix * FactoredMatrix: matrix is " + std::to_string(x.rows()) + "x" +
-                      std::to_string(x.cols()) + " but FactoredMatrix is " +
-                      std::to_string(f.rows()) + "x" + std::to_string(f.cols()) +
-                      ": matrix.cols() must equal FactoredMatrix.rows()");
-  }
+  detail::factored::check_product("matrix * FactoredMatrix", "matrix", x.rows(), x.cols(),
+                                  "FactoredMatrix", f.rows(), f.cols());
   return FactoredMatrix<Scalar>(typename FactoredMatrix<Scalar>::adopt_tag{},
                                 Matrix<Scalar>(x * f.A()), Matrix<Scalar>(f.B()));
 }

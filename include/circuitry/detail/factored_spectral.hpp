@@ -10,13 +10,14 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <complex>
-#include <string>
+#include <utility>
 
 #include "circuitry/error.hpp"
 #include "circuitry/types.hpp"
 
 namespace circuitry {
 namespace detail {
+namespace factored {
 
 /// X = Q R with Q (rows × k) having orthonormal columns and R (k × cols) upper trapezoidal,
 /// k = min(rows, cols). Householder QR without pivoting: exact for rank-deficient X too.
@@ -59,18 +60,18 @@ struct SmallSvd {
   static ValuesOnly values_only(const Matrix<Scalar>& c) { return ValuesOnly(c); }
 };
 
-inline std::string computation_info_name(Eigen::ComputationInfo info) {
-  switch (info) {
-    case Eigen::Success:
-      return "Success";
-    case Eigen::NumericalIssue:
-      return "NumericalIssue";
-    case Eigen::NoConvergence:
-      return "NoConvergence";
-    case Eigen::InvalidInput:
-      return "InvalidInput";
-  }
-  return "unknown";
+/// The core C = Ra Rb^T (min(m, r) × min(n, r)) of M = A B, where A = Qa Ra and B^T = Qb Rb:
+/// M = Qa C Qb^T, so M has the singular values of C. Fills Qa (m × min(m, r)) and Qb
+/// (n × min(n, r)) when asked. O((m + n) r^2).
+template <typename Scalar>
+Matrix<Scalar> svd_core(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Matrix<Scalar>* qa,
+                        Matrix<Scalar>* qb) {
+  CIRCUITRY_ASSERT(a.cols() == b.rows());
+  ThinQr<Scalar> qr_a = thin_qr<Scalar>(a, qa != nullptr);
+  ThinQr<Scalar> qr_b = thin_qr<Scalar>(Matrix<Scalar>(b.transpose()), qb != nullptr);
+  if (qa != nullptr) *qa = std::move(qr_a.Q);
+  if (qb != nullptr) *qb = std::move(qr_b.Q);
+  return qr_a.R * qr_b.R.transpose();
 }
 
 /// Sorts eigenvalues by descending magnitude; equal magnitudes by descending real part, then
@@ -88,5 +89,6 @@ void sort_eigenvalues(ComplexVector<Scalar>& values) {
                    });
 }
 
+}  // namespace factored
 }  // namespace detail
 }  // namespace circuitry

@@ -2,10 +2,11 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-/// \file detail/factored_top_k.hpp
-/// Internals of `FactoredMatrix`'s blockwise row statistics (`top_k_rows`, `diagonal_rank`):
-/// the ranking order and per-row selection over one materialised row block. Not part of the
-/// public API; include `circuitry/factored_matrix.hpp` instead.
+/// \file detail/factored_blocks.hpp
+/// Internals of `FactoredMatrix`'s blockwise row statistics (`for_each_row_block`,
+/// `top_k_rows`, `diagonal_rank`): streaming A B by row blocks through one reused buffer, the
+/// ranking order, and per-row selection over one materialised block. Not part of the public
+/// API; include `circuitry/factored_matrix.hpp` instead.
 
 #include <algorithm>
 #include <cmath>
@@ -18,6 +19,53 @@
 
 namespace circuitry {
 namespace detail {
+namespace factored {
+
+/// Calls `f(first, block)` for first = 0, block_rows, ... with block = a.middleRows(first,
+/// count) * b written into a reused buffer: one allocation for the full blocks and one for a
+/// final partial block. `block_rows` > 0 is checked by the caller.
+template <typename Scalar, typename F>
+void for_each_row_block(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Index block_rows, F&& f) {
+  CIRCUITRY_ASSERT(block_rows > 0);
+  const Index m = a.rows();
+  const Index full = std::min(block_rows, m);
+  Matrix<Scalar> buffer(full, b.cols());
+  Matrix<Scalar> tail;
+  for (Index first = 0; first < m; first += full) {
+    const Index count = std::min(full, m - first);
+    Matrix<Scalar>& out = (count == full) ? buffer : tail;
+    if (count != full) out.resize(count, b.cols());
+    out.noalias() = a.middleRows(first, count) * b;
+    const Matrix<Scalar>& view = out;
+    f(first, view);
+  }
+}
+
+/// As `for_each_row_block`, over the listed rows of a (in order, duplicates allowed): block t
+/// holds rows rows[first .. first + count) of a b, gathered through reused buffers (reallocated
+/// once, for a final partial block). Row indices are checked by the caller.
+template <typename Scalar, typename F>
+void for_each_listed_row_block(const Matrix<Scalar>& a, const Matrix<Scalar>& b,
+                               const std::vector<Index>& rows, Index block_rows, F&& f) {
+  CIRCUITRY_ASSERT(block_rows > 0);
+  const Index total = static_cast<Index>(rows.size());
+  const Index full = std::min(block_rows, total);
+  Matrix<Scalar> gathered(full, a.cols());
+  Matrix<Scalar> buffer(full, b.cols());
+  for (Index first = 0; first < total; first += full) {
+    const Index count = std::min(full, total - first);
+    if (count != full) {
+      gathered.resize(count, a.cols());
+      buffer.resize(count, b.cols());
+    }
+    for (Index t = 0; t < count; ++t) {
+      gathered.row(t) = a.row(rows[static_cast<std::size_t>(first + t)]);
+    }
+    buffer.noalias() = gathered * b;
+    const Matrix<Scalar>& view = buffer;
+    f(first, view);
+  }
+}
 
 /// The order used by `top_k_rows`: value `a` at column `ia` ranks before value `b` at column
 /// `ib` when it is larger; equal values rank by the smaller column index; NaN ranks after every
@@ -78,5 +126,6 @@ inline Index count_greater_than(const Matrix<Scalar>& block, Index row, Index di
   return count;
 }
 
+}  // namespace factored
 }  // namespace detail
 }  // namespace circuitry
