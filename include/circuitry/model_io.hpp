@@ -103,6 +103,11 @@ inline ModelConfig infer_config(const SafetensorsFile& file, const LoadOptions& 
     explicit_config = true;
   }
   c.validate(ctx + ": config");
+  const std::string last = "blocks." + std::to_string(c.n_layers - 1) + ".attn.W_Q";
+  if (!file.contains(last)) {
+    throw config_error(ctx + ": config says n_layers = " + std::to_string(c.n_layers) +
+                       " but the file has no tensor '" + last + "'");
+  }
   if (file.contains("blocks." + std::to_string(c.n_layers) + ".attn.W_Q")) {
     throw config_error(ctx + ": config says n_layers = " + std::to_string(c.n_layers) +
                        " but the file has tensor 'blocks." + std::to_string(c.n_layers) +
@@ -117,10 +122,8 @@ inline void expect_tensor_shape(const SafetensorsFile& file, const std::string& 
                                 const std::vector<std::int64_t>& expected,
                                 const std::string& dims, bool explicit_config) {
   if (!file.contains(name)) {
-    std::string msg = "file '" + file.path() + "': tensor '" + name + "' not found (expected " +
-                      shape_string(expected) + " = " + dims + ")";
-    if (explicit_config) throw config_error(msg + "; the config does not fit the file");
-    throw format_error(msg);
+    throw format_error("file '" + file.path() + "': tensor '" + name + "' not found (expected " +
+                       shape_string(expected) + " = " + dims + ")");
   }
   const auto& found = file.info(name).shape;
   if (found != expected) {

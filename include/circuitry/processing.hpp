@@ -12,7 +12,9 @@
 ///    the rows of the matrices that read the normalised stream (W_Q, W_K, W_V; W_U), b into their
 ///    biases (b_Q, b_K, b_V; b_U), then centre those matrices' reading weights (subtract each
 ///    column's mean over d_model: harmless because LN's output is centred). LayerNorm becomes
-///    `LNPre` (centre and scale only).
+///    `LNPre` (centre and scale only). Shortformer models (q = (LN(r) + W_pos) W_Q) are an
+///    exception, as in TransformerLens: folding w into W_Q also scales the W_pos W_Q term, so
+///    the fold changes their function; analyse shortformer models unprocessed.
 /// 2. `center_writing_weights`: subtract from every vector written to the residual stream its
 ///    mean over d_model (rows of W_E, W_pos, W_O; b_O): LayerNorm centres the stream anyway.
 /// 3. `center_unembed`: subtract from each row of W_U its mean over d_vocab, and from b_U its
