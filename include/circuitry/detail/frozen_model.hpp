@@ -1,0 +1,265 @@
+// circuitry — mechanistic analysis of attention-only transformers.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file detail/frozen_model.hpp
+/// `FrozenModel`: an attention-only transformer with its attention patterns and LayerNorm scales
+/// frozen at their values on one batch (a forward-pass cache). Part of path_expansion.hpp (include
+/// that); kept here to keep the headers short.
+///
+/// With the patterns A^h and the scales s fixed, LayerNorm is affine,
+///
+///     LN_frozen(R) = Lin(R) + b,     Lin(R) = diag(s) (R - mean_cols(R)) [diag(w)]
+///
+/// (no centring and s = 1 for `none`; w = 1, b = 0 for `LNPre`), and each layer is affine in its
+/// input (paper, "Path Expansion of Logits"):
+///
+///     resid_{l+1} = resid_l + sum_h A^h Lin_l(resid_l) W_V^h W_O^h + c_l,
+///     c_l = b_O^l + sum_h (b_{ln1,l} W_V^h + b_V^h) W_O^h          (rows of A^h sum to one)
+///     logits = Lin_f(resid_L) W_U + (b_{ln_final} W_U + b_U)
+///
+/// so the logits are an affine function of the embedding, and resid_L splits into path terms.
+/// A^h is block-diagonal: one [S, S] pattern per sequence (rows: token b S + p).
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "circuitry/forward.hpp"
+
+namespace circuitry {
+
+/// A model with patterns and LayerNorm scales frozen from a forward-pass cache (see
+/// detail/frozen_model.hpp for the maths). Owns copies of the weights, the tokens and the frozen
+/// quantities; the arguments it was built from may go away.
+template <typename Scalar>
+class FrozenModel {
+ public:
+  CIRCUITRY_STATIC_ASSERT_SCALAR(Scalar);
+
+  /// Freezes `model` at the patterns and scales of `cache`, a cache of `forward(model, tokens)`.
+  /// argument_error when the cache does not fit the model and tokens (batch, length, layers,
+  /// heads, missing patterns or scales).
+  FrozenModel(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
+              const ForwardCache<Scalar>& cache)
+      : model_(model), tokens_(tokens) {
+    check_tokens(tokens, model.config);
+    check_cache(cache);
+    for (const auto& layer : cache.layers) {
+      ln1_scales_.push_back(layer.ln1_scales);
+      std::vector<std::vector<Matrix<Scalar>>> heads;
+      for (const auto& h : layer.heads) heads.push_back(h.pattern);
+      patterns_.push_back(std::move(heads));
+    }
+    ln_final_scales_ = cache.ln_final_scales;
+  }
+
+  /// Runs the forward pass (patterns and scales only) and freezes it.
+  FrozenModel(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens)
+      : FrozenModel(model, tokens, pattern_cache(model, tokens)) {}
+
+  const AttentionOnlyModel<Scalar>& model() const { return model_; }
+  const Tokens& tokens() const { return tokens_; }
+  Index batch() const { return tokens_.rows(); }
+  Index seq_len() const { return tokens_.cols(); }
+  Index rows() const { return tokens_.size(); }  ///< N = batch * seq_len
+  const Vector<Scalar>& ln1_scales(int layer) const { return ln1_scales_.at(static_cast<std::size_t>(layer)); }
+  const Vector<Scalar>& ln_final_scales() const { return ln_final_scales_; }
+  /// The frozen [S, S] pattern of head `id` on sequence `b`.
+  const Matrix<Scalar>& pattern(HeadId id, Index b) const {
+    return patterns_.at(static_cast<std::size_t>(id.layer))
+        .at(static_cast<std::size_t>(id.head))
+        .at(static_cast<std::size_t>(b));
+  }
+
+  /// resid_0 = W_E[t] (+ W_pos[p] for standard positions), [N, d_model]: the direct path.
+  Matrix<Scalar> resid0() const {
+    Matrix<Scalar> embed, pos;
+    detail::embed_tokens(model_, tokens_, embed, pos);
+    if (model_.config.positional_embedding_type == PositionalEmbeddingType::standard) embed += pos;
+    return embed;
+  }
+
+  /// W_c [diag(w)] W_read: what a stream term Z W (W: r x d_model, the term's writing matrix)
+  /// becomes through `ln`'s linear part and the reading matrix W_read (d_model x k), up to the
+  /// row scales: Lin(Z W) W_read = diag(s) Z (W_c [diag(w)] W_read). W_c is W with each row
+  /// centred over d_model (unless `ln` is `none`).
+  static Matrix<Scalar> read_through(const LayerNorm<Scalar>& ln, const Matrix<Scalar>& W,
+                                     const Matrix<Scalar>& W_read) {
+    if (ln.type == NormalizationType::none) return W * W_read;
+    Matrix<Scalar> Wc = W.colwise() - W.rowwise().mean();
+    if (ln.type == NormalizationType::LN) Wc.array().rowwise() *= ln.w.transpose().array();
+    return Wc * W_read;
+  }
+
+  /// Lin_l(X): layer l's LN1 with frozen scales and without its bias b, [N, d_model].
+  Matrix<Scalar> ln1_linear(int layer, const Matrix<Scalar>& X) const {
+    return linear_ln(model_.layers.at(static_cast<std::size_t>(layer)).ln1, ln1_scales(layer), X);
+  }
+
+  /// A^h Y with the frozen pattern, sequence by sequence (Y: [N, k]).
+  Matrix<Scalar> attend(HeadId id, const Matrix<Scalar>& Y) const {
+    const Index S = seq_len();
+    Matrix<Scalar> out(Y.rows(), Y.cols());
+    for (Index b = 0; b < batch(); ++b) {
+      out.middleRows(b * S, S).noalias() = pattern(id, b) * Y.middleRows(b * S, S);
+    }
+    return out;
+  }
+
+  /// The constant head `id` writes besides A^h Lin(x) W_V W_O: (b_ln1 W_V + b_V) W_O (rows of
+  /// a pattern sum to one); zero after `fold_value_biases` on LNPre / none models.
+  RowVector<Scalar> value_bias(HeadId id) const {
+    const AttentionHead<Scalar>& hd = model_.head(id);
+    const LayerNorm<Scalar>& ln = model_.layers[static_cast<std::size_t>(id.layer)].ln1;
+    RowVector<Scalar> v = hd.b_V.transpose();
+    if (ln.type == NormalizationType::LN) v += ln.b.transpose() * hd.W_V;
+    return v * hd.W_O;
+  }
+
+  /// sum_h A^h Lin_l(X) W_V^h W_O^h: layer l's output on X without constants, [N, d_model].
+  Matrix<Scalar> layer_linear(int layer, const Matrix<Scalar>& X) const {
+    const Matrix<Scalar> x = ln1_linear(layer, X);
+    Matrix<Scalar> out = Matrix<Scalar>::Zero(X.rows(), X.cols());
+    const int H = static_cast<int>(model_.layers.at(static_cast<std::size_t>(layer)).heads.size());
+    for (int h = 0; h < H; ++h) {
+      const AttentionHead<Scalar>& hd = model_.head(layer, h);
+      out.noalias() += attend({layer, h}, x * hd.W_V) * hd.W_O;
+    }
+    return out;
+  }
+
+  /// c_l = b_O^l + sum_h value_bias(l, h): layer l's constant output.
+  RowVector<Scalar> layer_constant(int layer) const {
+    RowVector<Scalar> c = model_.layers.at(static_cast<std::size_t>(layer)).b_O.transpose();
+    for (int h = 0; h < model_.n_heads(); ++h) c += value_bias({layer, h});
+    return c;
+  }
+
+  /// The frozen map from a layer-0 input X0 [N, d_model] to resid_L; linear in X0 when
+  /// `with_constants` is false, and equal to the forward pass's resid_L on resid0() when true.
+  Matrix<Scalar> resid_final(const Matrix<Scalar>& X0, bool with_constants = true) const {
+    Matrix<Scalar> R = X0;
+    for (int l = 0; l < model_.n_layers(); ++l) {
+      Matrix<Scalar> out = layer_linear(l, R);
+      if (with_constants) out.rowwise() += layer_constant(l);
+      R += out;
+    }
+    return R;
+  }
+
+  /// Lin_f(R) W_U: the linear part of the frozen unembedding, [N, d_vocab].
+  Matrix<Scalar> readout_linear(const Matrix<Scalar>& R) const {
+    return linear_ln(model_.ln_final, ln_final_scales_, R) * model_.W_U;
+  }
+  /// b_{ln_final} W_U + b_U: the constant part of the frozen unembedding, [1, d_vocab].
+  RowVector<Scalar> logit_bias() const {
+    RowVector<Scalar> c = model_.b_U.transpose();
+    if (model_.ln_final.type == NormalizationType::LN) c += model_.ln_final.b.transpose() * model_.W_U;
+    return c;
+  }
+  /// LN_final_frozen(R) W_U + b_U.
+  Matrix<Scalar> logits(const Matrix<Scalar>& R) const {
+    Matrix<Scalar> L = readout_linear(R);
+    L.rowwise() += logit_bias();
+    return L;
+  }
+
+  /// Mean next-token loss over the batch of the logits that `block_logits(r0, n)` returns for
+  /// rows r0 .. r0 + n - 1 (an [n, d_vocab] matrix); blocks are evaluated in parallel, so
+  /// `block_logits` must be safe to call concurrently.
+  template <typename BlockLogits>
+  Scalar mean_loss(BlockLogits block_logits) const {
+    const Index N = rows(), S = seq_len();
+    const Index blocks = (N + detail::kRowBlock - 1) / detail::kRowBlock;
+    std::vector<double> sums(static_cast<std::size_t>(blocks), 0.0);
+    CIRCUITRY_OMP_PARALLEL_FOR
+    for (Index blk = 0; blk < blocks; ++blk) {
+      const Index r0 = blk * detail::kRowBlock, n = std::min(detail::kRowBlock, N - r0);
+      Eigen::Matrix<int, Eigen::Dynamic, 1> target(n);
+      for (Index i = 0; i < n; ++i) {
+        const Index p = (r0 + i) % S;
+        target(i) = p + 1 < S ? tokens_((r0 + i) / S, p + 1) : -1;
+      }
+      const Matrix<Scalar> L = block_logits(r0, n);
+      const Vector<Scalar> loss = detail::next_token_losses(L, target);
+      double s = 0;
+      for (Index i = 0; i < n; ++i) {
+        if (target(i) >= 0) s += static_cast<double>(loss(i));
+      }
+      sums[static_cast<std::size_t>(blk)] = s;
+    }
+    double total = 0;
+    for (double s : sums) total += s;
+    return static_cast<Scalar>(total / static_cast<double>(batch() * (S - 1)));
+  }
+
+  /// Mean next-token loss of LN_final_frozen(R) W_U + b_U.
+  Scalar loss(const Matrix<Scalar>& R) const {
+    return mean_loss([&](Index r0, Index n) {
+      Matrix<Scalar> L =
+          linear_ln(model_.ln_final, ln_final_scales_.segment(r0, n), R.middleRows(r0, n)) *
+          model_.W_U;
+      L.rowwise() += logit_bias();
+      return L;
+    });
+  }
+
+  /// Lin(X) = diag(s) (X - mean_cols X) [diag(w)] for LayerNorm `ln` with frozen scales `s`.
+  static Matrix<Scalar> linear_ln(const LayerNorm<Scalar>& ln, const Vector<Scalar>& s,
+                                  const Matrix<Scalar>& X) {
+    if (ln.type == NormalizationType::none) return X;
+    Matrix<Scalar> x = X.colwise() - X.rowwise().mean();
+    x.array().colwise() *= s.array();
+    if (ln.type == NormalizationType::LN) x.array().rowwise() *= ln.w.transpose().array();
+    return x;
+  }
+
+ private:
+  static ForwardCache<Scalar> pattern_cache(const AttentionOnlyModel<Scalar>& model,
+                                            const Tokens& tokens) {
+    ForwardOptions options;
+    options.cache = true;
+    options.cache_activations = false;
+    options.cache_residual = false;
+    return std::move(*forward(model, tokens, options).cache);
+  }
+
+  void check_cache(const ForwardCache<Scalar>& cache) const {
+    const auto fail = [](const std::string& what) {
+      throw argument_error("FrozenModel: the cache does not fit the model and tokens: " + what);
+    };
+    const Index N = rows();
+    if (cache.batch != batch() || cache.seq_len != seq_len()) {
+      fail("cache of " + std::to_string(cache.batch) + " x " + std::to_string(cache.seq_len) +
+           " tokens, tokens are " + std::to_string(batch()) + " x " + std::to_string(seq_len()));
+    }
+    if (static_cast<int>(cache.layers.size()) != model_.n_layers()) {
+      fail(std::to_string(cache.layers.size()) + " layers cached, model has " +
+           std::to_string(model_.n_layers()));
+    }
+    if (cache.ln_final_scales.size() != N) fail("ln_final scales missing");
+    for (int l = 0; l < model_.n_layers(); ++l) {
+      const auto& lc = cache.layers[static_cast<std::size_t>(l)];
+      if (lc.ln1_scales.size() != N) fail("layer " + std::to_string(l) + " ln1 scales missing");
+      if (static_cast<int>(lc.heads.size()) != model_.n_heads()) {
+        fail("layer " + std::to_string(l) + " has " + std::to_string(lc.heads.size()) +
+             " heads cached, model has " + std::to_string(model_.n_heads()));
+      }
+      for (const auto& h : lc.heads) {
+        if (static_cast<Index>(h.pattern.size()) != batch()) fail("patterns missing");
+        for (const auto& p : h.pattern) {
+          if (p.rows() != seq_len() || p.cols() != seq_len()) fail("pattern of the wrong shape");
+        }
+      }
+    }
+  }
+
+  AttentionOnlyModel<Scalar> model_;
+  Tokens tokens_;
+  std::vector<Vector<Scalar>> ln1_scales_;
+  std::vector<std::vector<std::vector<Matrix<Scalar>>>> patterns_;  ///< [layer][head][seq]
+  Vector<Scalar> ln_final_scales_;
+};
+
+}  // namespace circuitry
