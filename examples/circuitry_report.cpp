@@ -3,6 +3,11 @@
 //
 //   circuitry-report MODEL.safetensors [--config CONFIG.json] [--probe-tokens 1,257,...]
 //                    [--precision double|float] [--only GROUPS] [--out REPORT.json]
+//                    [--tokens TOKENS.json] [--induction-tokens TOKENS.json]
+//
+// --tokens adds the figures on data (eval_batch, pattern_seq0_corner16, prev_token_score,
+// path_expansion); --induction-tokens, on sequences [0] + r + r, adds induction_score and the
+// repeated-sequence losses (see data_report.hpp).
 //
 // The model is processed as TransformerLens's from_pretrained processes it (fold LayerNorm,
 // centre writing weights, centre the unembedding, fold value biases) before any figure is
@@ -18,6 +23,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: circuitry-report MODEL.safetensors [--config CONFIG.json] [--probe-tokens 1,257,...]\n"
     "                        [--precision double|float] [--only GROUPS] [--out REPORT.json]\n"
+    "                        [--tokens TOKENS.json] [--induction-tokens TOKENS.json]\n"
     "  GROUPS: comma list of spectra, norms, composition, copying, top (default: all)\n";
 
 struct Args {
@@ -25,6 +31,8 @@ struct Args {
   std::string config;
   std::string out;
   std::string precision = "double";
+  std::string tokens;
+  std::string induction_tokens;
   circuitry::ReportOptions report;
 };
 
@@ -77,6 +85,10 @@ Args parse_args(int argc, char** argv) {
       } catch (const circuitry::argument_error& e) {
         throw UsageError(e.what());
       }
+    } else if (arg == "--tokens") {
+      a.tokens = value();
+    } else if (arg == "--induction-tokens") {
+      a.induction_tokens = value();
     } else if (arg == "--out") {
       a.out = value();
     } else if (arg == "-h" || arg == "--help") {
@@ -98,6 +110,12 @@ template <typename Scalar>
 nlohmann::json run(const Args& args) {
   circuitry::LoadOptions load;
   if (!args.config.empty()) load.config_overrides = circuitry::read_config_json_file(args.config);
+  // Token files are read first: a bad one is reported before any long computation.
+  const bool has_tokens = !args.tokens.empty(), has_induction = !args.induction_tokens.empty();
+  const circuitry::Tokens tokens =
+      has_tokens ? circuitry::read_tokens_json(args.tokens) : circuitry::Tokens();
+  const circuitry::Tokens induction =
+      has_induction ? circuitry::read_tokens_json(args.induction_tokens) : circuitry::Tokens();
   auto model = circuitry::load_model<Scalar>(args.model, load);
   nlohmann::json out;
   out["model"] = args.model;
@@ -109,6 +127,8 @@ nlohmann::json run(const Args& args) {
                        {"fold_value_biases", model.processing.fold_value_biases}};
   out["precision"] = args.precision;
   out.update(circuitry::circuit_report(model, args.report));
+  if (has_tokens) circuitry::report_tokens(model, tokens, out);
+  if (has_induction) circuitry::report_induction(model, induction, out);
   return out;
 }
 

@@ -1,0 +1,108 @@
+// data_report.hpp: the report's figures on data against TransformerLens's reference figures on
+// every shared model, and the token-file reader's errors.
+#include <doctest/doctest.h>
+
+#include <circuitry/data_report.hpp>
+#include <cstdio>
+
+#include "support/reference.hpp"
+#include "support/tokens.hpp"
+
+using namespace circuitry;
+
+namespace {
+void check_close(const nlohmann::json& got, const nlohmann::json& want, double tol,
+                 const std::string& path) {
+  if (want.is_array()) {
+    REQUIRE_MESSAGE(got.is_array(), path);
+    REQUIRE_MESSAGE(got.size() == want.size(), path);
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      check_close(got[i], want[i], tol, path + "[" + std::to_string(i) + "]");
+    }
+  } else if (want.is_string()) {
+    CHECK_MESSAGE(got == want, path);
+  } else {
+    INFO(path, ": got ", got.get<double>(), ", reference ", want.get<double>());
+    CHECK(std::abs(got.get<double>() - want.get<double>()) <= tol);
+  }
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = "/tmp/circuitry_test_" + name;
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
+  return path;
+}
+}  // namespace
+
+TEST_CASE("the report's figures on data agree with TransformerLens on every shared model") {
+  for (const std::string& name : test::shared_models()) {
+    CAPTURE(name);
+    const auto& ref = test::reference(name);
+    const auto& model = test::processed_model<double>(name);
+    nlohmann::json got;
+    report_tokens(model, test::tokens_from_json(ref.at("eval_batch").at("tokens")), got);
+    report_induction(model, test::tokens_from_json(ref.at("repeated_tokens")), got);
+
+    SUBCASE("losses, log-probs and top-5 next tokens of the eval batch") {
+      const auto& e = got.at("eval_batch");
+      const auto& r = ref.at("eval_batch");
+      CHECK(e.at("tokens") == r.at("tokens"));
+      check_close(e.at("loss_mean"), r.at("loss_mean"), 1e-4, "loss_mean");
+      check_close(e.at("loss_per_seq"), r.at("loss_per_seq"), 1e-4, "loss_per_seq");
+      check_close(e.at("logprob_next_seq0"), r.at("logprob_next_seq0"), 1e-4, "logprob_next_seq0");
+      CHECK(e.at("top5_next_seq0_pos") == r.at("top5_next_seq0_pos"));
+    }
+    SUBCASE("attention patterns and head scores") {
+      check_close(got.at("pattern_seq0_corner16"), ref.at("pattern_seq0_corner16"), 1e-5, "pattern");
+      for (const auto& item : ref.at("pattern_seq0_corner16").items()) {
+        check_close(got.at("pattern_seq0_corner16").at(item.key()), item.value(), 1e-5, item.key());
+      }
+      check_close(got.at("prev_token_score"), ref.at("prev_token_score"), 1e-4, "prev_token_score");
+      check_close(got.at("induction_score"), ref.at("induction_score"), 1e-4, "induction_score");
+      check_close(got.at("repeated_loss_first_half"), ref.at("repeated_loss_first_half"), 1e-4, "first half");
+      check_close(got.at("repeated_loss_second_half"), ref.at("repeated_loss_second_half"), 1e-4, "second half");
+    }
+    SUBCASE("every path-expansion figure") {
+      const auto& pe = got.at("path_expansion");
+      for (const auto& item : ref.at("path_expansion").items()) {
+        if (item.key() == "definition") continue;
+        CAPTURE(item.key());
+        REQUIRE(pe.contains(item.key()));
+        check_close(pe.at(item.key()), item.value(), 1e-4, item.key());
+      }
+      // The generic keys hold the same numbers as the reference's named ones.
+      CHECK(pe.at("loss_by_order").front() == pe.at("direct"));
+      CHECK(pe.at("loss_by_order").back() == pe.at("full"));
+      CHECK(pe.at("loss_by_layer").at(1) == pe.at("direct+L0"));
+      check_close(pe.at("full"), pe.at("model_loss"), 1e-9, "full = model loss");
+    }
+  }
+}
+
+TEST_CASE("token files that are not arrays of equal-length id sequences are rejected") {
+  CHECK_THROWS_WITH_AS(read_tokens_json("/nonexistent/tokens.json"),
+                       "[circuitry.io_error] cannot open token file '/nonexistent/tokens.json'",
+                       io_error);
+  const std::string not_json = write_temp("not_json.json", "[[0, 1,");
+  CHECK_THROWS_WITH_AS(read_tokens_json(not_json),
+                       doctest::Contains("token file '" + not_json + "': not valid JSON"), format_error);
+  const std::string object = write_temp("object.json", "{\"tokens\": [[0, 1]]}");
+  CHECK_THROWS_WITH_AS(read_tokens_json(object),
+                       ("[circuitry.format_error] token file '" + object +
+                        "': expected a JSON array of token sequences, found object").c_str(),
+                       format_error);
+  const std::string bad_id = write_temp("bad_id.json", "[[0, 1], [0, -3]]");
+  CHECK_THROWS_WITH_AS(read_tokens_json(bad_id),
+                       ("[circuitry.format_error] token file '" + bad_id +
+                        "': sequence 1, position 1: -3 is not a token id (a non-negative integer)").c_str(),
+                       format_error);
+  const std::string ragged = write_temp("ragged.json", "[[0, 1, 2], [0, 1]]");
+  CHECK_THROWS_WITH_AS(read_tokens_json(ragged), doctest::Contains("token file '" + ragged + "'"),
+                       argument_error);
+  const std::string empty = write_temp("empty.json", "[]");
+  CHECK_THROWS_WITH_AS(read_tokens_json(empty), doctest::Contains("empty batch"), argument_error);
+  for (const auto& p : {not_json, object, bad_id, ragged, empty}) std::remove(p.c_str());
+}
