@@ -4,6 +4,7 @@
 
 #include <circuitry/data_report.hpp>
 #include <cstdio>
+#include <map>
 
 #include "support/reference.hpp"
 #include "support/tokens.hpp"
@@ -27,6 +28,22 @@ void check_close(const nlohmann::json& got, const nlohmann::json& want, double t
   }
 }
 
+/// The report on data of a shared model, computed once (doctest re-enters a test case for each
+/// SUBCASE).
+const nlohmann::json& data_report(const std::string& name) {
+  static std::map<std::string, nlohmann::json> cache;
+  auto it = cache.find(name);
+  if (it == cache.end()) {
+    const auto& ref = test::reference(name);
+    const auto& model = test::processed_model<double>(name);
+    nlohmann::json got;
+    report_tokens(model, test::tokens_from_json(ref.at("eval_batch").at("tokens")), got);
+    report_induction(model, test::tokens_from_json(ref.at("repeated_tokens")), got);
+    it = cache.emplace(name, std::move(got)).first;
+  }
+  return it->second;
+}
+
 std::string write_temp(const std::string& name, const std::string& text) {
   const std::string path = "/tmp/circuitry_test_" + name;
   std::FILE* f = std::fopen(path.c_str(), "wb");
@@ -41,10 +58,7 @@ TEST_CASE("the report's figures on data agree with TransformerLens on every shar
   for (const std::string& name : test::shared_models()) {
     CAPTURE(name);
     const auto& ref = test::reference(name);
-    const auto& model = test::processed_model<double>(name);
-    nlohmann::json got;
-    report_tokens(model, test::tokens_from_json(ref.at("eval_batch").at("tokens")), got);
-    report_induction(model, test::tokens_from_json(ref.at("repeated_tokens")), got);
+    const nlohmann::json& got = data_report(name);
 
     SUBCASE("losses, log-probs and top-5 next tokens of the eval batch") {
       const auto& e = got.at("eval_batch");
@@ -56,7 +70,6 @@ TEST_CASE("the report's figures on data agree with TransformerLens on every shar
       CHECK(e.at("top5_next_seq0_pos") == r.at("top5_next_seq0_pos"));
     }
     SUBCASE("attention patterns and head scores") {
-      check_close(got.at("pattern_seq0_corner16"), ref.at("pattern_seq0_corner16"), 1e-5, "pattern");
       for (const auto& item : ref.at("pattern_seq0_corner16").items()) {
         check_close(got.at("pattern_seq0_corner16").at(item.key()), item.value(), 1e-5, item.key());
       }
@@ -88,7 +101,7 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
                        io_error);
   const std::string not_json = write_temp("not_json.json", "[[0, 1,");
   CHECK_THROWS_WITH_AS(read_tokens_json(not_json),
-                       doctest::Contains("token file '" + not_json + "': not valid JSON"), format_error);
+                       doctest::Contains(("token file '" + not_json + "': not valid JSON").c_str()), format_error);
   const std::string object = write_temp("object.json", "{\"tokens\": [[0, 1]]}");
   CHECK_THROWS_WITH_AS(read_tokens_json(object),
                        ("[circuitry.format_error] token file '" + object +
@@ -100,7 +113,7 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
                         "': sequence 1, position 1: -3 is not a token id (a non-negative integer)").c_str(),
                        format_error);
   const std::string ragged = write_temp("ragged.json", "[[0, 1, 2], [0, 1]]");
-  CHECK_THROWS_WITH_AS(read_tokens_json(ragged), doctest::Contains("token file '" + ragged + "'"),
+  CHECK_THROWS_WITH_AS(read_tokens_json(ragged), doctest::Contains(("token file '" + ragged + "'").c_str()),
                        argument_error);
   const std::string empty = write_temp("empty.json", "[]");
   CHECK_THROWS_WITH_AS(read_tokens_json(empty), doctest::Contains("empty batch"), argument_error);

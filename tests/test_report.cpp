@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <circuitry/report.hpp>
+#include <map>
 
 #include "support/reference.hpp"
 
@@ -46,6 +47,18 @@ void check_spectra_key(const nlohmann::json& got, const nlohmann::json& ref, con
   }
 }
 
+/// The full report of a processed shared model, computed once per scalar type (doctest
+/// re-enters a test case for each SUBCASE).
+template <typename Scalar>
+const nlohmann::json& full_report(const std::string& name) {
+  static std::map<std::string, nlohmann::json> cache;
+  auto it = cache.find(name);
+  if (it == cache.end()) {
+    it = cache.emplace(name, circuit_report(test::processed_model<Scalar>(name))).first;
+  }
+  return it->second;
+}
+
 }  // namespace
 
 TEST_CASE_TEMPLATE("the circuit report agrees with TransformerLens on every shared model", Scalar,
@@ -54,7 +67,7 @@ TEST_CASE_TEMPLATE("the circuit report agrees with TransformerLens on every shar
   for (const std::string& name : test::shared_models()) {
     CAPTURE(name);
     const nlohmann::json& ref = reference(name);
-    const nlohmann::json got = circuit_report(test::processed_model<Scalar>(name));
+    const nlohmann::json& got = full_report<Scalar>(name);
 
     SUBCASE("spectra, as multisets of eigenvalues") {
       for (const char* key :

@@ -1,12 +1,12 @@
 // Tests of circuitry/safetensors.hpp: conversions, writer/reader round trips, the real models,
 // and one test per malformed input, each pinning its message.
+#include <doctest/doctest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -69,9 +69,9 @@ circuitry::Matrix<T> sample_matrix(circuitry::Index rows, circuitry::Index cols,
   CHECK_THROWS_WITH_AS(parse(header, data), message, circuitry::format_error)
 
 TEST_CASE("dtype names, sizes and parsing agree") {
-  for (Dtype d : {Dtype::F64, Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::I64, Dtype::I32,
-                  Dtype::I16, Dtype::I8, Dtype::U64, Dtype::U32, Dtype::U16, Dtype::U8,
-                  Dtype::BOOL}) {
+  for (Dtype d :
+       {Dtype::F64, Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::I64, Dtype::I32, Dtype::I16,
+        Dtype::I8, Dtype::U64, Dtype::U32, Dtype::U16, Dtype::U8, Dtype::BOOL}) {
     CAPTURE(circuitry::to_string(d));
     CHECK(circuitry::parse_dtype(circuitry::to_string(d)) == d);
     CHECK(circuitry::is_floating(d) != circuitry::is_integer(d));
@@ -90,9 +90,9 @@ TEST_CASE("fp16 bit patterns decode exactly") {
   CHECK(half_to_float(0x3C00) == 1.0f);
   CHECK(half_to_float(0xC000) == -2.0f);
   CHECK(half_to_float(0x7BFF) == 65504.0f);
-  CHECK(half_to_float(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
-  CHECK(half_to_float(0x03FF) == std::ldexp(1023.0f, -24));  // largest subnormal
-  CHECK(half_to_float(0x0400) == std::ldexp(1.0f, -14));  // smallest normal
+  CHECK(half_to_float(0x0001) == std::ldexp(1.0f, -24));          // smallest subnormal
+  CHECK(half_to_float(0x03FF) == std::ldexp(1023.0f, -24));       // largest subnormal
+  CHECK(half_to_float(0x0400) == std::ldexp(1.0f, -14));          // smallest normal
   CHECK(half_to_float(0x3555) == 0.25f * (1 + 0x155 / 1024.0f));  // 0.33325195
   CHECK(half_to_float(0x7C00) == std::numeric_limits<float>::infinity());
   CHECK(half_to_float(0xFC00) == -std::numeric_limits<float>::infinity());
@@ -130,7 +130,7 @@ TEST_CASE("fp16 and bf16 encoding inverts decoding for every non-NaN bit pattern
 TEST_CASE("fp16 and bf16 encoding round to nearest, ties to even, and overflow to infinity") {
   using namespace circuitry::detail;
   CHECK(float_to_half(65519.0) == 0x7BFF);
-  CHECK(float_to_half(65520.0) == 0x7C00);                   // halfway to 2^16: infinity
+  CHECK(float_to_half(65520.0) == 0x7C00);  // halfway to 2^16: infinity
   CHECK(float_to_half(1e300) == 0x7C00);
   CHECK(float_to_half(1.0 + std::ldexp(1.0, -11)) == 0x3C00);  // tie: even mantissa
   CHECK(float_to_half(1.0 + 3 * std::ldexp(1.0, -11)) == 0x3C02);
@@ -144,15 +144,14 @@ TEST_CASE("fp16 and bf16 encoding round to nearest, ties to even, and overflow t
   CHECK(std::isnan(bf16_to_float(float_to_bf16(std::nan("")))));
 }
 
-TEST_CASE_TEMPLATE("writing then reading gives back matrices, vectors and stacks exactly", T,
-                   float, double) {
+TEST_CASE_TEMPLATE("writing then reading gives back matrices, vectors and stacks exactly", T, float,
+                   double) {
   for (Dtype dtype : {Dtype::F32, Dtype::F64, Dtype::F16, Dtype::BF16}) {
     CAPTURE(circuitry::to_string(dtype));
     const circuitry::Matrix<T> m = sample_matrix<T>(3, 5, 1);
     const circuitry::Vector<T> v = sample_matrix<T>(7, 1, 2);
-    const std::vector<circuitry::Matrix<T>> stack{sample_matrix<T>(2, 4, 3),
-                                                  sample_matrix<T>(2, 4, 4),
-                                                  sample_matrix<T>(2, 4, 5)};
+    const std::vector<circuitry::Matrix<T>> stack{
+        sample_matrix<T>(2, 4, 3), sample_matrix<T>(2, 4, 4), sample_matrix<T>(2, 4, 5)};
     SafetensorsWriter w;
     w.add("m", m, dtype);
     w.add("v", v, dtype);
@@ -222,7 +221,8 @@ TEST_CASE("a file written to disk opens memory-mapped, and survives a move") {
   CHECK(moved.matrix<double>("embed.W_E", 4, 3) == m);
   CHECK_THROWS_WITH_AS(moved.matrix<double>("embed.W_E", 4, 4),
                        ("[circuitry.shape_error] file '" + path +
-                        "': tensor 'embed.W_E' has shape [4, 3], expected [4, 4]").c_str(),
+                        "': tensor 'embed.W_E' has shape [4, 3], expected [4, 4]")
+                           .c_str(),
                        circuitry::shape_error);
 }
 
@@ -267,10 +267,10 @@ TEST_CASE("the tiny model reads with its shapes, metadata and row-major layout")
                         "': tensor 'embed.W_E' has shape [4096, 64], expected [4096, 256]")
                            .c_str(),
                        circuitry::shape_error);
-  CHECK_THROWS_WITH_AS(file.info("embed.W_X"),
-                       ("[circuitry.format_error] file '" + tiny_model +
-                        "': tensor 'embed.W_X' not found").c_str(),
-                       circuitry::format_error);
+  CHECK_THROWS_WITH_AS(
+      file.info("embed.W_X"),
+      ("[circuitry.format_error] file '" + tiny_model + "': tensor 'embed.W_X' not found").c_str(),
+      circuitry::format_error);
   CHECK(!file.contains("embed.W_X"));
   CHECK(file.contains("embed.W_E"));
 }
@@ -341,20 +341,22 @@ TEST_CASE("the writer rejects bad arguments") {
 TEST_CASE("opening a missing file, a directory, a FIFO or an empty file throws io_error") {
   TempDir dir;
   const std::string missing = dir.file("missing.safetensors");
-  CHECK_THROWS_WITH_AS(SafetensorsFile::open(missing),
-                       ("[circuitry.io_error] file '" + missing +
-                        "': cannot open: No such file or directory").c_str(),
-                       circuitry::io_error);
+  CHECK_THROWS_WITH_AS(
+      SafetensorsFile::open(missing),
+      ("[circuitry.io_error] file '" + missing + "': cannot open: No such file or directory")
+          .c_str(),
+      circuitry::io_error);
   CHECK_THROWS_WITH_AS(SafetensorsFile::open(dir.path.string()),
                        ("[circuitry.io_error] file '" + dir.path.string() +
-                        "': is a directory, expected a regular file").c_str(),
+                        "': is a directory, expected a regular file")
+                           .c_str(),
                        circuitry::io_error);
   const std::string fifo = dir.file("fifo");
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-  CHECK_THROWS_WITH_AS(SafetensorsFile::open(fifo),
-                       ("[circuitry.io_error] file '" + fifo +
-                        "': is a FIFO, expected a regular file").c_str(),
-                       circuitry::io_error);
+  CHECK_THROWS_WITH_AS(
+      SafetensorsFile::open(fifo),
+      ("[circuitry.io_error] file '" + fifo + "': is a FIFO, expected a regular file").c_str(),
+      circuitry::io_error);
   const std::string empty = dir.file("empty.safetensors");
   std::ofstream(empty).close();
   CHECK_THROWS_WITH_AS(SafetensorsFile::open(empty),
@@ -403,8 +405,9 @@ TEST_CASE("a header that is not JSON is rejected with the parser's position") {
 TEST_CASE("a deeply nested header is rejected before parsing") {
   const std::string bomb = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
   CHECK_FORMAT_ERROR(bomb, 0,
-                     BAD "header nests more than 64 levels deep (at byte 68 of the header), "
-                         "expected 3 levels");
+                     BAD
+                     "header nests more than 64 levels deep (at byte 68 of the header), "
+                     "expected 3 levels");
   // Brackets inside strings do not count.
   CHECK_NOTHROW(parse(R"({"__metadata__":{"k":")" + std::string(1000, '[') + R"(\""}})"));
 }
@@ -416,11 +419,13 @@ TEST_CASE("a header that is not an object is rejected") {
 
 TEST_CASE("an entry that is not an object, or lacks a field, is rejected") {
   CHECK_FORMAT_ERROR(R"({"a": 3})", 0,
-                     BAD "tensor 'a': entry is number, expected an object with dtype, shape "
-                         "and data_offsets");
+                     BAD
+                     "tensor 'a': entry is number, expected an object with dtype, shape "
+                     "and data_offsets");
   CHECK_FORMAT_ERROR(R"({"a": {"shape": [1], "data_offsets": [0, 4]}})", 4,
-                     BAD "tensor 'a': entry has no 'dtype', expected an object with dtype, "
-                         "shape and data_offsets");
+                     BAD
+                     "tensor 'a': entry has no 'dtype', expected an object with dtype, "
+                     "shape and data_offsets");
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "data_offsets": [0, 4]}})", 4,
                      doctest::Contains("tensor 'a': entry has no 'shape'"));
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [1]}})", 4,
@@ -429,8 +434,9 @@ TEST_CASE("an entry that is not an object, or lacks a field, is rejected") {
 
 TEST_CASE("an unknown or non-string dtype is rejected") {
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 4]}})", 4,
-                     BAD "tensor 'a': unknown dtype 'Q7' (expected one of F64, F32, F16, BF16, "
-                         "I64, I32, I16, I8, U64, U32, U16, U8, BOOL)");
+                     BAD
+                     "tensor 'a': unknown dtype 'Q7' (expected one of F64, F32, F16, BF16, "
+                     "I64, I32, I16, I8, U64, U32, U16, U8, BOOL)");
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": 32, "shape": [1], "data_offsets": [0, 4]}})", 4,
                      BAD "tensor 'a': dtype is number, expected a string");
 }
@@ -441,8 +447,9 @@ TEST_CASE("a negative, fractional or non-array shape is rejected") {
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [2.5], "data_offsets": [0, 4]}})", 4,
                      BAD "tensor 'a': shape[0] is 2.5, expected a non-negative integer");
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": "1", "data_offsets": [0, 4]}})", 4,
-                     BAD "tensor 'a': shape is string, expected an array of non-negative "
-                         "integers");
+                     BAD
+                     "tensor 'a': shape is string, expected an array of non-negative "
+                     "integers");
   CHECK_FORMAT_ERROR(
       R"({"a": {"dtype": "F32", "shape": [9223372036854775808], "data_offsets": [0, 4]}})", 4,
       BAD "tensor 'a': shape[0] is 9223372036854775808, larger than 2^63 - 1");
@@ -450,18 +457,19 @@ TEST_CASE("a negative, fractional or non-array shape is rejected") {
 
 TEST_CASE("a shape whose element count overflows 64 bits is rejected") {
   CHECK_FORMAT_ERROR(
-      R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})",
-      4, BAD "tensor 'a': shape [4294967296, 4294967296] has more elements than 64 bits can count");
+      R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})", 4,
+      BAD "tensor 'a': shape [4294967296, 4294967296] has more elements than 64 bits can count");
   // ... unless a zero dimension makes the tensor empty.
-  const auto file =
-      parse(R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296, 0], "data_offsets": [0, 0]}})");
+  const auto file = parse(
+      R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296, 0], "data_offsets": [0, 0]}})");
   CHECK(file.values<float>("a").empty());
 }
 
 TEST_CASE("malformed data_offsets are rejected") {
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0]}})", 4,
-                     BAD "tensor 'a': data_offsets is [0], expected [begin, end], two "
-                         "non-negative integers");
+                     BAD
+                     "tensor 'a': data_offsets is [0], expected [begin, end], two "
+                     "non-negative integers");
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}})", 4,
                      BAD "tensor 'a': data_offsets[0] is -4, expected a non-negative integer");
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4.0]}})", 4,
@@ -480,8 +488,9 @@ TEST_CASE("data_offsets ending past the data section are rejected") {
 
 TEST_CASE("a byte size other than numel times the dtype size is rejected") {
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}})", 16,
-                     BAD "tensor 'a': data_offsets [0, 12) hold 12 bytes, but shape [2, 2] of "
-                         "F32 needs 16");
+                     BAD
+                     "tensor 'a': data_offsets [0, 12) hold 12 bytes, but shape [2, 2] of "
+                     "F32 needs 16");
 }
 
 TEST_CASE("overlapping tensors are rejected") {

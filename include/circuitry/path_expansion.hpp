@@ -128,8 +128,12 @@ struct PathExpansionOptions {
 /// that differ from the full model by a few terms cost a rank-r update of the full logits.
 ///
 /// Cost: (1 + H)^L terms from the direct path (91 in all for attn-only-2l); memory N (d_model +
-/// n_terms d_head) for the terms plus N d_vocab for the full logits (~200 MB in double for
-/// attn-only-2l on 8 x 256 tokens); each `loss` is one pass over N x d_vocab logits.
+/// n_terms d_head) for the terms plus N d_vocab for the full logits (~100 MB in double for
+/// attn-only-2l on 8 x 256 tokens). A loss takes N x d_vocab exponentials and, for a subset
+/// that differs from the full model (or from nothing) by terms of a few writing matrices, a
+/// rank-r update of the logits; `losses` evaluates many subsets in one pass and shares the
+/// updates they have in common (summarize: ~100 losses of attn-only-2l in ~the cost of 90
+/// rank-32 updates).
 template <typename Scalar>
 class PathExpansion {
  public:
@@ -171,7 +175,11 @@ class PathExpansion {
     return frozen_.logits(resid_final(check_mask(keep)));
   }
   /// Mean next-token loss of logits(keep) over the batch.
-  Scalar loss(const std::vector<bool>& keep) const;
+  Scalar loss(const std::vector<bool>& keep) const { return losses({keep}).front(); }
+  /// loss(keeps[k]) for every mask, in one pass over the full logits: each block of rows is
+  /// read once for all masks, and the logits of a group of terms that several masks add or
+  /// remove (one term's, or the sum of one writing matrix's terms) are computed once per block.
+  std::vector<Scalar> losses(const std::vector<std::vector<bool>>& keeps) const;
   template <typename Predicate>
   Scalar loss_if(Predicate keep) const {
     return loss(select(keep));
@@ -184,10 +192,12 @@ class PathExpansion {
     keep.at(i) = false;
     return loss(keep) - full_loss_;
   }
-  /// marginal_loss of every term, in term order.
+  /// marginal_loss of every term, in term order (one pass: `losses`).
   std::vector<Scalar> marginal_losses() const {
-    std::vector<Scalar> out;
-    for (std::size_t i = 0; i < terms_.size(); ++i) out.push_back(marginal_loss(i));
+    std::vector<std::vector<bool>> keeps(terms_.size(), std::vector<bool>(terms_.size(), true));
+    for (std::size_t i = 0; i < terms_.size(); ++i) keeps[i][i] = false;
+    std::vector<Scalar> out = losses(keeps);
+    for (Scalar& l : out) l -= full_loss_;
     return out;
   }
 
@@ -209,6 +219,22 @@ class PathExpansion {
     Matrix<Scalar> Z;  ///< [N, r]
     std::size_t writer = 0;
   };
+  /// How `losses` evaluates a batch of masks (detail/path_expansion_impl.hpp): mask k's logits
+  /// are a base (the full logits, `minus`, or the logit bias) -/+ the sum of some components; a
+  /// component is the logits diag(s_f) Z M_w of a group of terms of one writer w (Z: the sum of
+  /// their Z), computed as a product, or the sum of earlier components.
+  struct Component {
+    std::size_t writer = 0;
+    std::vector<std::size_t> terms;  ///< sorted
+    std::vector<std::size_t> parts;  ///< non-empty: the sum of these components
+    Matrix<Scalar> Z;                ///< the product's Z when not one term's (data_[terms[0]].Z)
+  };
+  struct Plan {
+    std::vector<Component> components;
+    std::vector<bool> minus;                            ///< per mask
+    std::vector<std::vector<std::size_t>> uses;         ///< per mask: its components
+  };
+  static constexpr std::size_t kIdentityWriter = 0;  ///< the direct and remainder terms' writer
 
   std::size_t add_writer(Matrix<Scalar> W) {
     Writer w;
@@ -225,11 +251,17 @@ class PathExpansion {
     return keep;
   }
 
+  Plan plan(const std::vector<std::vector<bool>>& keeps) const;
+  std::vector<Scalar> run(const Plan& plan, const std::vector<std::vector<bool>>& keeps) const;
+  double row_loss(const std::vector<bool>& keep, Index row) const;
+
   FrozenModel<Scalar> frozen_;
   std::vector<PathTerm> terms_;
   std::vector<Data> data_;
   std::vector<Writer> writers_;
-  Matrix<Scalar> full_logits_;  ///< logits of all terms, [N, d_vocab]
+  /// Logits of all terms, [N, d_vocab], row-major: `losses` reads them a block of rows at a time.
+  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> full_logits_;
+  Vector<Scalar> row_max_;  ///< max of each row of full_logits_: the shift of every exponential
   Scalar full_loss_ = 0;
 };
 

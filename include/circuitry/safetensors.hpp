@@ -18,7 +18,8 @@
 ///    `values(name)`. A `[n, rows, cols]` tensor is `n` such matrices (`matrices`), e.g. the
 ///    per-head `W_Q` of shape `[n_heads, d_model, d_head]`; in the paper's row-vector
 ///    convention a query is `x W_Q[h]`.
-///  - Floating dtypes (F64, F32, F16, BF16) convert to float or double; F16 and BF16 exactly.
+///  - Floating dtypes (F64, F32, F16, BF16) convert to float or double: exactly, except F64
+///    read as float, which rounds to nearest. Integer dtypes read as `std::int64_t`.
 ///  - Every reader checks the shape exactly and throws shape_error naming file, tensor, the
 ///    shape found and the shape expected.
 ///
@@ -62,20 +63,23 @@ namespace circuitry {
 ///    offset that is not a non-negative integer; a shape whose element count overflows 64 bits;
 ///    `begin > end`; `end` past the data section; `end - begin != numel * dtype_size`; two
 ///    tensors whose byte ranges overlap; `__metadata__` not an object of strings.
-/// Gaps between tensors and bytes after the last one are allowed (and ignored).
+/// Gaps between tensors and bytes after the last one are allowed and ignored (the reference
+/// implementation rejects them; nothing here depends on their absence).
+///
+/// All member functions are const after construction and safe to call from several threads.
 class SafetensorsFile {
  public:
   /// Memory-maps `path` read-only and validates it.
   static SafetensorsFile open(const std::string& path) {
     detail::MappedFile mapped = detail::MappedFile::open(path);
-    const std::uint8_t* bytes = mapped.data();
-    const std::size_t size = mapped.size();
-    return SafetensorsFile(path, std::move(mapped), {}, detail::parse_header(bytes, size, path));
+    detail::ParsedHeader header = detail::parse_header(mapped.data(), mapped.size(), path);
+    return SafetensorsFile(path, std::move(mapped), {}, std::move(header));
   }
 
   /// Validates and keeps `bytes`, a whole file in memory; `name` stands for the path in error
   /// messages. For tests, fuzzing, and data that never touched a disk.
-  static SafetensorsFile from_bytes(std::vector<std::uint8_t> bytes, std::string name = "<memory>") {
+  static SafetensorsFile from_bytes(std::vector<std::uint8_t> bytes,
+                                    std::string name = "<memory>") {
     detail::ParsedHeader header = detail::parse_header(bytes.data(), bytes.size(), name);
     return SafetensorsFile(std::move(name), {}, std::move(bytes), std::move(header));
   }
@@ -151,8 +155,8 @@ class SafetensorsFile {
     out.reserve(static_cast<std::size_t>(n));
     for (Index i = 0; i < n; ++i) {
       out.emplace_back(rows, cols);
-      detail::convert_transposed(t.dtype, data(t) + static_cast<std::size_t>(i) * slice_bytes,
-                                 rows, cols, out.back().data());
+      detail::convert_transposed(t.dtype, data(t) + static_cast<std::size_t>(i) * slice_bytes, rows,
+                                 cols, out.back().data());
     }
     return out;
   }

@@ -165,22 +165,33 @@ class FrozenModel {
     return L;
   }
 
+  /// The next token of each row (row b S + p: tokens(b, p + 1)), -1 for the last position of a
+  /// sequence, which predicts nothing. [N]
+  Eigen::Matrix<int, Eigen::Dynamic, 1> next_tokens() const {
+    const Index S = seq_len();
+    Eigen::Matrix<int, Eigen::Dynamic, 1> target(rows());
+    for (Index r = 0; r < rows(); ++r) {
+      const Index p = r % S;
+      target(r) = p + 1 < S ? tokens_(r / S, p + 1) : -1;
+    }
+    return target;
+  }
+  /// The number of predicted tokens, B (S - 1): what losses are averaged over.
+  Index predictions() const { return batch() * (seq_len() - 1); }
+
   /// Mean next-token loss over the batch of the logits that `block_logits(r0, n)` returns for
   /// rows r0 .. r0 + n - 1 (an [n, d_vocab] matrix); blocks are evaluated in parallel, so
   /// `block_logits` must be safe to call concurrently.
   template <typename BlockLogits>
   Scalar mean_loss(BlockLogits block_logits) const {
-    const Index N = rows(), S = seq_len();
+    const Index N = rows();
     const Index blocks = (N + detail::kRowBlock - 1) / detail::kRowBlock;
+    const Eigen::Matrix<int, Eigen::Dynamic, 1> targets = next_tokens();
     std::vector<double> sums(static_cast<std::size_t>(blocks), 0.0);
     CIRCUITRY_OMP_PARALLEL_FOR
     for (Index blk = 0; blk < blocks; ++blk) {
       const Index r0 = blk * detail::kRowBlock, n = std::min(detail::kRowBlock, N - r0);
-      Eigen::Matrix<int, Eigen::Dynamic, 1> target(n);
-      for (Index i = 0; i < n; ++i) {
-        const Index p = (r0 + i) % S;
-        target(i) = p + 1 < S ? tokens_((r0 + i) / S, p + 1) : -1;
-      }
+      const auto target = targets.segment(r0, n);
       const Matrix<Scalar> L = block_logits(r0, n);
       const Vector<Scalar> loss = detail::next_token_losses(L, target);
       double s = 0;
@@ -191,7 +202,7 @@ class FrozenModel {
     }
     double total = 0;
     for (double s : sums) total += s;
-    return static_cast<Scalar>(total / static_cast<double>(batch() * (S - 1)));
+    return static_cast<Scalar>(total / static_cast<double>(predictions()));
   }
 
   /// Mean next-token loss of LN_final_frozen(R) W_U + b_U.

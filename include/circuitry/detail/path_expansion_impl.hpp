@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -105,9 +106,13 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
     data_.push_back({std::move(rest), identity});
   }
 
-  full_logits_ = frozen_.logits(resid_final(std::vector<bool>(terms_.size(), true)));
-  full_loss_ = frozen_.mean_loss(
-      [&](Index r0, Index n) { return Matrix<Scalar>(full_logits_.middleRows(r0, n)); });
+  const std::vector<bool> all(terms_.size(), true);
+  full_logits_.noalias() = FrozenModel<Scalar>::linear_ln(model.ln_final, frozen_.ln_final_scales(),
+                                                          resid_final(all)) *
+                           model.W_U;
+  full_logits_.rowwise() += frozen_.logit_bias();
+  row_max_ = full_logits_.rowwise().maxCoeff();
+  full_loss_ = loss(all);
 }
 
 template <typename Scalar>
@@ -149,54 +154,256 @@ Matrix<Scalar> PathExpansion<Scalar>::resid_final(const std::vector<bool>& keep)
   return R;
 }
 
+namespace detail {
+/// Rows and columns of the tiles of logits `PathExpansion::losses` works on: one block of rows
+/// per task, its columns in chunks so that the components' tiles stay in cache.
+constexpr Index kLossTileRows = 16;
+constexpr Index kLossTileCols = 256;
+}  // namespace detail
+
 template <typename Scalar>
-Scalar PathExpansion<Scalar>::loss(const std::vector<bool>& keep) const {
-  check_mask(keep);
-  std::vector<bool> removed(keep.size());
-  for (std::size_t i = 0; i < keep.size(); ++i) removed[i] = !keep[i];
-  // Cost (inner dimension of the d_vocab-wide products) of three equivalent ways: the frozen
-  // readout of the dense sum (d_model), the full logits minus the removed terms' logits, or the
-  // constant plus the kept terms' logits (sum of r over the writing matrices involved).
-  auto rank = [&](const std::vector<bool>& sel) {
-    std::vector<bool> used(writers_.size(), false);
-    Index r = 0;
-    for (std::size_t i = 0; i < sel.size(); ++i) {
-      const std::size_t w = data_[i].writer;
-      if (sel[i] && !used[w]) {
-        used[w] = true;
-        r += writers_[w].W.rows();
+std::vector<Scalar> PathExpansion<Scalar>::losses(
+    const std::vector<std::vector<bool>>& keeps) const {
+  for (const std::vector<bool>& keep : keeps) check_mask(keep);
+  return run(plan(keeps), keeps);
+}
+
+/// Each mask becomes the full logits minus the removed terms' logits or the logit bias plus the
+/// kept terms' logits, whichever takes the smaller products; the terms of one writing matrix w
+/// are summed first (in Z) so that they cost one product of rank r_w. A group of terms that an
+/// earlier mask already needed is reused, and one that is the disjoint union of at most r_w / 2
+/// known groups becomes their sum (additions instead of a product): masks are taken cheapest
+/// first, so marginal_losses-like masks create the single terms that larger ones reuse. A mask
+/// whose cheapest form still takes products of total rank > d_model becomes one product of
+/// its dense sum resid_final(keep) with the identity writer.
+template <typename Scalar>
+typename PathExpansion<Scalar>::Plan PathExpansion<Scalar>::plan(
+    const std::vector<std::vector<bool>>& keeps) const {
+  using Group = std::pair<std::size_t, std::vector<std::size_t>>;  // (writer, sorted terms)
+  const Index dense = frozen_.model().config.d_model;
+  const auto rank = [&](std::size_t w) { return writers_[w].W.rows(); };
+  const auto groups = [&](const std::vector<bool>& keep, bool kept) {
+    std::vector<std::vector<std::size_t>> by(writers_.size());
+    for (std::size_t t = 0; t < keep.size(); ++t) {
+      if (keep[t] == kept) by[data_[t].writer].push_back(t);
+    }
+    std::vector<Group> g;
+    for (std::size_t w = 0; w < by.size(); ++w) {
+      if (!by[w].empty()) g.emplace_back(w, std::move(by[w]));
+    }
+    return g;
+  };
+  Plan p;
+  std::map<Group, std::size_t> known;
+  const auto cover = [&](const Group& g) {
+    std::vector<std::pair<std::size_t, std::size_t>> candidates;  // (size, component)
+    for (const auto& [key, c] : known) {
+      if (key.first == g.first && key.second.size() < g.second.size() &&
+          std::includes(g.second.begin(), g.second.end(), key.second.begin(), key.second.end())) {
+        candidates.emplace_back(key.second.size(), c);
       }
     }
-    return r;
+    std::sort(candidates.rbegin(), candidates.rend());
+    std::vector<bool> taken(terms_.size(), false);
+    std::vector<std::size_t> parts;
+    std::size_t covered = 0;
+    for (const auto& [size, c] : candidates) {
+      const std::vector<std::size_t>& ts = p.components[c].terms;
+      if (std::any_of(ts.begin(), ts.end(), [&](std::size_t t) { return taken[t]; })) continue;
+      for (std::size_t t : ts) taken[t] = true;
+      parts.push_back(c);
+      covered += size;
+    }
+    if (covered != g.second.size() || 2 * static_cast<Index>(parts.size()) > rank(g.first)) {
+      parts.clear();
+    }
+    return parts;
   };
-  const Index dense = frozen_.model().config.d_model;
-  const Index minus = rank(removed), plus = rank(keep);
+  const auto cost = [&](const std::vector<Group>& gs, bool shared) {
+    Index c = 0;
+    for (const Group& g : gs) {
+      if (!shared) {
+        c += rank(g.first);
+      } else if (known.count(g) == 0) {
+        const std::size_t parts = cover(g).size();
+        c += parts > 0 ? static_cast<Index>(parts) : rank(g.first);
+      }
+    }
+    return c;
+  };
+  const auto component = [&](const Group& g) {
+    const auto it = known.find(g);
+    if (it != known.end()) return it->second;
+    Component c;
+    c.writer = g.first;
+    c.terms = g.second;
+    c.parts = cover(g);
+    if (c.parts.empty() && c.terms.size() > 1) {
+      c.Z = data_[c.terms[0]].Z;
+      for (std::size_t k = 1; k < c.terms.size(); ++k) c.Z += data_[c.terms[k]].Z;
+    }
+    p.components.push_back(std::move(c));
+    known.emplace(g, p.components.size() - 1);
+    return p.components.size() - 1;
+  };
+
+  const std::size_t n = keeps.size();
+  std::vector<std::vector<Group>> removed(n), kept(n);
+  std::vector<std::pair<Index, std::size_t>> order;  // (cost on its own, mask)
+  for (std::size_t k = 0; k < n; ++k) {
+    removed[k] = groups(keeps[k], false);
+    kept[k] = groups(keeps[k], true);
+    order.emplace_back(std::min({dense, cost(removed[k], false), cost(kept[k], false)}), k);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  p.minus.resize(n);
+  p.uses.resize(n);
+  for (const auto& entry : order) {
+    const std::size_t k = entry.second;
+    const Index minus = cost(removed[k], true), plus = cost(kept[k], true);
+    if (std::min(minus, plus) > dense) {
+      Component c;
+      c.writer = kIdentityWriter;
+      c.Z = resid_final(keeps[k]);
+      p.components.push_back(std::move(c));
+      p.minus[k] = false;
+      p.uses[k] = {p.components.size() - 1};
+      continue;
+    }
+    p.minus[k] = minus <= plus;
+    for (const Group& g : p.minus[k] ? removed[k] : kept[k]) p.uses[k].push_back(component(g));
+  }
+  return p;
+}
+
+/// One pass over blocks of kLossTileRows rows, in parallel, each in chunks of kLossTileCols
+/// columns: per writer, one product (its products' Z rows stacked) x (M_w's chunk) gives all
+/// its components' tiles; then the sums; then each mask's logits row by row, summed into
+/// sum_j exp(logit - row_max_) and the target's logit. Every row's sums are accumulated by one
+/// thread in column order, and the rows are summed in order, so the losses do not depend on the
+/// number of threads. A row whose sum of exponentials left [1e-250, 1e250] (or met a non-finite
+/// logit) is recomputed exactly by `row_loss`.
+template <typename Scalar>
+std::vector<Scalar> PathExpansion<Scalar>::run(const Plan& p,
+                                               const std::vector<std::vector<bool>>& keeps) const {
+  using Tiles = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Index N = frozen_.rows(), V = full_logits_.cols();
+  const Index R = detail::kLossTileRows, C = std::min(detail::kLossTileCols, V);
+  const std::size_t n_comp = p.components.size(), n_masks = keeps.size();
+  std::vector<std::vector<std::size_t>> products(writers_.size());
+  std::vector<Index> slot(n_comp);  // tile rows slot * R ..: products grouped by writer, then sums
+  Index n_slots = 0;
+  for (std::size_t c = 0; c < n_comp; ++c) {
+    if (p.components[c].parts.empty()) products[p.components[c].writer].push_back(c);
+  }
+  for (const auto& list : products) {
+    for (std::size_t c : list) slot[c] = n_slots++;
+  }
+  for (std::size_t c = 0; c < n_comp; ++c) {
+    if (!p.components[c].parts.empty()) slot[c] = n_slots++;
+  }
+#ifdef CIRCUITRY_PE_DEBUG
+  { Index rk = 0, nsum = 0, adds = 0; for (auto& c : p.components) { if (c.parts.empty()) rk += writers_[c.writer].W.rows(); else { ++nsum; adds += c.parts.size(); } }
+    for (auto& u : p.uses) adds += u.size();
+    std::fprintf(stderr, "plan: %zu masks, %zu components (%ld sums), total product rank %ld, adds %ld\n", n_masks, n_comp, (long)nsum, (long)rk, (long)adds); }
+#endif
   const Vector<Scalar>& s = frozen_.ln_final_scales();
-  if (minus <= plus && minus < dense) {
-    const auto g = detail::group_by_writer<Scalar>(data_, writers_.size(), removed);
-    return frozen_.mean_loss([&](Index r0, Index n) {
-      Matrix<Scalar> delta = Matrix<Scalar>::Zero(n, full_logits_.cols());
-      for (std::size_t w = 0; w < g.size(); ++w) {
-        if (g[w].size() != 0) delta.noalias() += g[w].middleRows(r0, n) * writers_[w].M;
+  const RowVector<Scalar> bias = frozen_.logit_bias();
+  const Eigen::Matrix<int, Eigen::Dynamic, 1> target = frozen_.next_tokens();
+  Eigen::MatrixXd sums = Eigen::MatrixXd::Zero(N, static_cast<Index>(n_masks));
+  Eigen::MatrixXd picked = Eigen::MatrixXd::Zero(N, static_cast<Index>(n_masks));
+
+  struct Work {
+    std::vector<Matrix<Scalar>> stacks;  // per writer: its products' Z rows, scaled by s_f
+    Tiles tiles;                         // [n_slots R, C]
+    Eigen::Matrix<Scalar, 1, Eigen::Dynamic> y;
+  };
+  std::vector<Work> work(static_cast<std::size_t>(detail::max_threads()));
+  const Index blocks = (N + R - 1) / R;
+  CIRCUITRY_OMP_PARALLEL_FOR
+  for (Index blk = 0; blk < blocks; ++blk) {
+    Work& w = work[static_cast<std::size_t>(detail::thread_index())];
+    if (w.y.size() == 0) {
+      w.stacks.resize(writers_.size());
+      for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
+        w.stacks[wr].resize(static_cast<Index>(products[wr].size()) * R, writers_[wr].W.rows());
       }
-      return Matrix<Scalar>(full_logits_.middleRows(r0, n) -
-                            s.segment(r0, n).asDiagonal() * delta);
-    });
-  }
-  if (plus < dense) {
-    const auto g = detail::group_by_writer<Scalar>(data_, writers_.size(), keep);
-    const RowVector<Scalar> bias = frozen_.logit_bias();
-    return frozen_.mean_loss([&](Index r0, Index n) {
-      Matrix<Scalar> sum = Matrix<Scalar>::Zero(n, full_logits_.cols());
-      for (std::size_t w = 0; w < g.size(); ++w) {
-        if (g[w].size() != 0) sum.noalias() += g[w].middleRows(r0, n) * writers_[w].M;
+      w.tiles.resize(n_slots * R, C);
+      w.y.resize(C);
+    }
+    const Index r0 = blk * R, n = std::min(R, N - r0);
+    for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
+      for (std::size_t k = 0; k < products[wr].size(); ++k) {
+        const Component& c = p.components[products[wr][k]];
+        const Matrix<Scalar>& Z = c.Z.size() != 0 ? c.Z : data_[c.terms.front()].Z;
+        auto rows = w.stacks[wr].middleRows(static_cast<Index>(k) * R, R);
+        rows.topRows(n) = s.segment(r0, n).asDiagonal() * Z.middleRows(r0, n);
+        rows.bottomRows(R - n).setZero();
       }
-      Matrix<Scalar> L = s.segment(r0, n).asDiagonal() * sum;
-      L.rowwise() += bias;
-      return L;
-    });
+    }
+    for (Index c0 = 0; c0 < V; c0 += C) {
+      const Index cc = std::min(C, V - c0);
+      for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
+        if (products[wr].empty()) continue;
+        w.tiles.block(slot[products[wr][0]] * R, 0, w.stacks[wr].rows(), cc).noalias() =
+            w.stacks[wr] * writers_[wr].M.middleCols(c0, cc);
+      }
+      for (std::size_t c = 0; c < n_comp; ++c) {
+        const std::vector<std::size_t>& parts = p.components[c].parts;
+        if (parts.empty()) continue;
+        auto dst = w.tiles.block(slot[c] * R, 0, R, cc);
+        dst = w.tiles.block(slot[parts[0]] * R, 0, R, cc);
+        for (std::size_t q = 1; q < parts.size(); ++q) dst += w.tiles.block(slot[parts[q]] * R, 0, R, cc);
+      }
+      for (std::size_t k = 0; k < n_masks; ++k) {
+        const Index col = static_cast<Index>(k);
+        for (Index i = 0; i < n; ++i) {
+          const Index r = r0 + i, t = target(r) - c0;
+          if (target(r) < 0) continue;
+          auto y = w.y.head(cc);
+          if (p.minus[k]) {
+            y = full_logits_.row(r).segment(c0, cc);
+            for (std::size_t c : p.uses[k]) y -= w.tiles.row(slot[c] * R + i).head(cc);
+          } else {
+            y = bias.segment(c0, cc);
+            for (std::size_t c : p.uses[k]) y += w.tiles.row(slot[c] * R + i).head(cc);
+          }
+          const double shift = static_cast<double>(row_max_(r));
+          sums(r, col) += detail::sum_exp(y.data(), cc, shift);
+          if (t >= 0 && t < cc) picked(r, col) = static_cast<double>(y(t)) - shift;
+        }
+      }
+    }
   }
-  return frozen_.loss(resid_final(keep));
+
+  std::vector<Scalar> out(n_masks);
+  for (std::size_t k = 0; k < n_masks; ++k) {
+    double total = 0;
+    for (Index r = 0; r < N; ++r) {
+      if (target(r) < 0) continue;
+      const double sum = sums(r, static_cast<Index>(k));
+      total += sum >= 1e-250 && sum <= 1e250 ? std::log(sum) - picked(r, static_cast<Index>(k))
+                                             : row_loss(keeps[k], r);
+    }
+    out[k] = static_cast<Scalar>(total / static_cast<double>(frozen_.predictions()));
+  }
+  return out;
+}
+
+/// The next-token loss of one row of logits(keep), from the dense sum of the kept terms.
+template <typename Scalar>
+double PathExpansion<Scalar>::row_loss(const std::vector<bool>& keep, Index row) const {
+  Matrix<Scalar> resid = Matrix<Scalar>::Zero(1, frozen_.model().config.d_model);
+  for (std::size_t t = 0; t < keep.size(); ++t) {
+    if (keep[t]) resid.noalias() += data_[t].Z.row(row) * writers_[data_[t].writer].W;
+  }
+  const Vector<Scalar> s = frozen_.ln_final_scales().segment(row, 1);
+  Matrix<Scalar> logits =
+      FrozenModel<Scalar>::linear_ln(frozen_.model().ln_final, s, resid) * frozen_.model().W_U;
+  logits.row(0) += frozen_.logit_bias();
+  const Index t = frozen_.next_tokens()(row);
+  return static_cast<double>(detail::row_logsumexp(logits)(0) - logits(0, t));
 }
 
 template <typename Scalar>
@@ -228,19 +435,29 @@ PathExpansionSummary<Scalar> summarize(const PathExpansion<Scalar>& pe) {
   s.full_loss = pe.full_loss();
   int max_order = 0;
   for (const PathTerm& t : pe.terms()) max_order = std::max(max_order, t.order());
+  // Every mask first, then one pass (PathExpansion::losses).
+  std::vector<std::vector<bool>> masks;
   for (int k = 0; k <= max_order; ++k) {
-    s.loss_by_order.push_back(pe.loss_if([k](const PathTerm& t) { return t.order() <= k; }));
+    masks.push_back(pe.select([k](const PathTerm& t) { return t.order() <= k; }));
   }
   for (int l = -1; l < model.n_layers(); ++l) {
-    s.loss_by_layer.push_back(pe.loss_if([l](const PathTerm& t) { return t.last_layer() <= l; }));
+    masks.push_back(pe.select([l](const PathTerm& t) { return t.last_layer() <= l; }));
   }
+  for (const HeadId& id : model.head_ids()) {
+    masks.push_back(pe.select([id](const PathTerm& t) { return !t.involves(id); }));
+    masks.push_back(pe.select([id](const PathTerm& t) {
+      return !(t.order() == 1 && t.chain.size() == 1 && t.chain[0] == id);
+    }));
+  }
+  const std::vector<Scalar> loss = pe.losses(masks);
+  std::size_t next = 0;
+  for (int k = 0; k <= max_order; ++k) s.loss_by_order.push_back(loss[next++]);
+  for (int l = -1; l < model.n_layers(); ++l) s.loss_by_layer.push_back(loss[next++]);
   for (const HeadId& id : model.head_ids()) {
     HeadPathLosses<Scalar> h;
     h.head = id;
-    h.without_everywhere = pe.loss_if([id](const PathTerm& t) { return !t.involves(id); });
-    h.without_first_order = pe.loss_if([id](const PathTerm& t) {
-      return !(t.order() == 1 && t.chain.size() == 1 && t.chain[0] == id);
-    });
+    h.without_everywhere = loss[next++];
+    h.without_first_order = loss[next++];
     s.heads.push_back(h);
   }
   return s;

@@ -101,12 +101,14 @@ inline std::size_t find_non_finite(Dtype dtype, const std::uint8_t* src, std::si
 
 /// dst[i] = element i of the `n` integer (or BOOL: 0 or 1) elements of dtype `dtype` at `src`.
 /// Throws format_error (prefixed by `where`) for a U64 value above 2^63 - 1.
-inline void convert_integers(Dtype dtype, const std::uint8_t* src, std::size_t n,
-                             std::int64_t* dst, const std::string& where) {
+inline void convert_integers(Dtype dtype, const std::uint8_t* src, std::size_t n, std::int64_t* dst,
+                             const std::string& where) {
   auto loop = [&](auto tag) {
     using T = decltype(tag);
     for (std::size_t i = 0; i < n; ++i) {
-      dst[i] = static_cast<std::int64_t>(load_le<T>(src + i * sizeof(T)));
+      const T v = load_le<T>(src + i * sizeof(T));
+      // Sign-extending I8 (a signed char) is the point here, not a misuse.
+      dst[i] = static_cast<std::int64_t>(v);  // NOLINT(bugprone-signed-char-misuse)
     }
   };
   switch (dtype) {

@@ -81,8 +81,7 @@ inline std::size_t dtype_size(Dtype dtype) {
 
 /// True for F64, F32, F16 and BF16: the dtypes `SafetensorsFile::values()` and friends convert.
 inline bool is_floating(Dtype dtype) {
-  return dtype == Dtype::F64 || dtype == Dtype::F32 || dtype == Dtype::F16 ||
-         dtype == Dtype::BF16;
+  return dtype == Dtype::F64 || dtype == Dtype::F32 || dtype == Dtype::F16 || dtype == Dtype::BF16;
 }
 
 /// True for the integer dtypes and BOOL: the dtypes `SafetensorsFile::integers()` reads.
@@ -103,8 +102,8 @@ inline Dtype parse_dtype(const std::string& name, const std::string& context = "
     if (name == to_string(d)) return d;
     expected += (expected.empty() ? "" : ", ") + to_string(d);
   }
-  throw format_error((context.empty() ? "" : context + ": ") + "unknown dtype '" + detail::shorten(name) +
-                     "' (expected one of " + expected + ")");
+  throw format_error((context.empty() ? "" : context + ": ") + "unknown dtype '" +
+                     detail::shorten(name) + "' (expected one of " + expected + ")");
 }
 
 }  // namespace circuitry

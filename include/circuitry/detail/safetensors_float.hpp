@@ -123,8 +123,8 @@ inline std::uint16_t encode_small_float(double x) {
     ++exponent;
   }
   if (exponent > emax) return static_cast<std::uint16_t>(sign | exp_mask);
-  return static_cast<std::uint16_t>(sign | (static_cast<std::uint32_t>(exponent + bias) << MantBits) |
-                                    (m - implicit));
+  return static_cast<std::uint16_t>(
+      sign | (static_cast<std::uint32_t>(exponent + bias) << MantBits) | (m - implicit));
 }
 
 /// binary64 (or binary32, exactly widened) -> binary16, round to nearest even.

@@ -122,8 +122,8 @@ inline nlohmann::json parse_json_unique_keys(const std::uint8_t* first, const st
       const auto& key = parsed.get_ref<const std::string&>();
       if (!keys.back().insert(key).second) {
         const bool tensor = keys.size() == 1 && key != "__metadata__";
-        throw format_error(where + "duplicate " + (tensor ? "tensor '" : "key '") +
-                           shorten(key) + "' in the header");
+        throw format_error(where + "duplicate " + (tensor ? "tensor '" : "key '") + shorten(key) +
+                           "' in the header");
       }
     }
     return true;
@@ -280,8 +280,8 @@ inline ParsedHeader parse_header(const std::uint8_t* bytes, std::size_t size,
     if (t.begin == t.end) continue;  // an empty range overlaps nothing
     if (previous != nullptr && t.begin < previous->end) {
       throw format_error(file + "tensors '" + shorten(previous->name) + "' at " +
-                         range_string(previous->begin, previous->end) + " and '" +
-                         shorten(t.name) + "' at " + range_string(t.begin, t.end) + " overlap");
+                         range_string(previous->begin, previous->end) + " and '" + shorten(t.name) +
+                         "' at " + range_string(t.begin, t.end) + " overlap");
     }
     previous = &t;
   }

@@ -95,8 +95,7 @@ class SafetensorsWriter {
   /// Adds `m` (float or double) as a floating `dtype` tensor: shape `[rows, cols]`, written
   /// row-major; a compile-time column vector (`Vector<Scalar>`) gets shape `[n]`.
   template <typename Derived>
-  void add(const std::string& name, const Eigen::MatrixBase<Derived>& m,
-           Dtype dtype = Dtype::F32) {
+  void add(const std::string& name, const Eigen::MatrixBase<Derived>& m, Dtype dtype = Dtype::F32) {
     CIRCUITRY_STATIC_ASSERT_SCALAR(typename Derived::Scalar);
     require_floating(name, dtype);
     std::vector<std::int64_t> shape{static_cast<std::int64_t>(m.rows())};
@@ -170,8 +169,8 @@ class SafetensorsWriter {
     if (overflow || !detail::checked_mul(numel, dtype_size(dtype), needed) ||
         needed != bytes.size()) {
       throw argument_error(where(name) + std::to_string(bytes.size()) + " bytes given, but " +
-                           to_string(dtype) + " shape " + detail::shape_string(shape) +
-                           " needs " + (overflow ? "too many" : std::to_string(needed)));
+                           to_string(dtype) + " shape " + detail::shape_string(shape) + " needs " +
+                           (overflow ? "too many" : std::to_string(needed)));
     }
     push(name, dtype, std::move(shape), std::move(bytes));
   }
@@ -191,8 +190,7 @@ class SafetensorsWriter {
     try {
       text = header.dump();
     } catch (const nlohmann::json::exception& e) {
-      throw argument_error(std::string("SafetensorsWriter: cannot encode the header: ") +
-                           e.what());
+      throw argument_error(std::string("SafetensorsWriter: cannot encode the header: ") + e.what());
     }
     text.append((8 - text.size() % 8) % 8, ' ');
     std::vector<std::uint8_t> out(8 + text.size());
