@@ -172,7 +172,7 @@ AttentionOnlyModel<Scalar> load_model(const SafetensorsFile& file, const LoadOpt
   m.config = detail::infer_config(file, options, explicit_config);
   const ModelConfig& c = m.config;
   const int64_t V = c.d_vocab, D = c.d_model, H = c.n_heads, d = c.d_head, N = c.n_ctx;
-  auto expect = [&](const std::string& name, std::vector<int64_t> shape, const char* dims) {
+  auto expect = [&](const std::string& name, const std::vector<int64_t>& shape, const char* dims) {
     detail::expect_tensor_shape(file, name, shape, dims, explicit_config);
   };
   auto finite = [&](const auto& mat, const std::string& name) {
