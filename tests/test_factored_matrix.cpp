@@ -373,9 +373,8 @@ TEST_CASE_TEMPLATE(
   const FactoredMatrix<T> f(a, random_matrix<T>(3, 5, 38));
   CHECK(f.try_eigenvalues().info != Eigen::Success);
   CHECK_THROWS_WITH_AS(f.eigenvalues(),
-                       "[circuitry.numerical_error] FactoredMatrix::eigenvalues: the eigensolver "
-                       "for the 3x3 matrix BA did not converge (Eigen::ComputationInfo "
-                       "NoConvergence)",
+                       "[circuitry.numerical_error] FactoredMatrix::eigenvalues: the 3x3 matrix "
+                       "BA holds NaN or infinity",
                        circuitry::numerical_error);
   CHECK_THROWS_AS(f.singular_values(), circuitry::numerical_error);
   CHECK_THROWS_AS(f.thin_svd(), circuitry::numerical_error);

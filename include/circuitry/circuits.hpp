@@ -73,14 +73,19 @@ Scalar copying_score(const ComplexVector<Scalar>& eigenvalues) {
 }
 
 namespace detail {
-/// Eigenvalues of a small dense square matrix; numerical_error naming `what` if the solver fails.
+/// Eigenvalues of a small dense square matrix (detail/eigenvalues.hpp); numerical_error naming
+/// `what` if every eigensolver fails or the matrix holds NaN or infinity.
 template <typename Scalar>
 ComplexVector<Scalar> small_eigenvalues(const Matrix<Scalar>& m, const std::string& what) {
-  Eigen::EigenSolver<Matrix<Scalar>> solver(m, /*computeEigenvectors=*/false);
-  if (solver.info() != Eigen::Success) {
+  ComplexVector<Scalar> values;
+  const Eigen::ComputationInfo info = general_eigenvalues<Scalar>(m, values);
+  if (info == Eigen::NumericalIssue) {
+    throw numerical_error("eigenvalues of " + what + ": the matrix holds NaN or infinity");
+  }
+  if (info != Eigen::Success) {
     throw numerical_error("eigenvalues of " + what + ": the eigensolver did not converge");
   }
-  return solver.eigenvalues();
+  return values;
 }
 
 /// <X, Y>_F = sum_ij X_ij Y_ij.

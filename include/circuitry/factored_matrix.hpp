@@ -23,6 +23,7 @@
 
 #include "circuitry/detail/factored_blocks.hpp"
 #include "circuitry/detail/factored_checks.hpp"
+#include "circuitry/detail/eigenvalues.hpp"
 #include "circuitry/detail/factored_spectral.hpp"
 #include "circuitry/error.hpp"
 #include "circuitry/types.hpp"
@@ -188,7 +189,8 @@ class FactoredMatrix {
   // Spectra, norms, trace (all from r × r matrices)
   // ---------------------------------------------------------------------------------------
 
-  /// The r eigenvalues of BA, by descending magnitude (ties: descending real part, then
+  /// The r eigenvalues of BA (balanced, then real Schur with fallbacks: detail/eigenvalues.hpp),
+  /// by descending magnitude (ties: descending real part, then
   /// descending imaginary part), with the eigensolver's status instead of an exception.
   /// AB and BA share their nonzero eigenvalues with multiplicity, so these are the nonzero
   /// eigenvalues of M padded with zeros when r > rank(M); M's other m - r eigenvalues are zero
@@ -198,11 +200,8 @@ class FactoredMatrix {
     require_square("try_eigenvalues");
     EigenvaluesResult<Scalar> out;
     if (inner_dim() == 0) return out;
-    const Eigen::EigenSolver<MatrixType> solver(MatrixType(B_ * A_),
-                                                /*computeEigenvectors=*/false);
-    out.info = solver.info();
+    out.info = detail::general_eigenvalues<Scalar>(B_ * A_, out.values);
     if (out.info != Eigen::Success) return out;
-    out.values = solver.eigenvalues();
     detail::factored::sort_eigenvalues(out.values);
     return out;
   }
@@ -212,6 +211,11 @@ class FactoredMatrix {
   /// \throws shape_error when M is not square; numerical_error when the solver fails.
   ComplexVector<Scalar> eigenvalues() const {
     EigenvaluesResult<Scalar> result = try_eigenvalues();
+    if (result.info == Eigen::NumericalIssue) {
+      throw numerical_error("FactoredMatrix::eigenvalues: the " +
+                            detail::factored::shape(inner_dim(), inner_dim()) +
+                            " matrix BA holds NaN or infinity");
+    }
     if (result.info != Eigen::Success) {
       throw numerical_error("FactoredMatrix::eigenvalues: the eigensolver for the " +
                             detail::factored::shape(inner_dim(), inner_dim()) +
