@@ -54,7 +54,8 @@ std::vector<int> parse_int_list(const std::string& flag, const std::string& text
       used = 0;
     }
     if (item.empty() || used != item.size() || v < 0 || v > 1LL << 30) {
-      throw UsageError(flag + ": '" + item + "' is not a non-negative integer (expected e.g. 1,257,513)");
+      throw UsageError(flag + ": '" + item +
+                       "' is not a non-negative integer (expected e.g. 1,257,513)");
     }
     out.push_back(static_cast<int>(v));
     start = end + 1;

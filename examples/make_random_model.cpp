@@ -33,20 +33,35 @@ int main(int argc, char** argv) {
         if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
         return std::stoll(argv[++i]);
       };
-      if (a == "--layers") layers = static_cast<int>(next());
-      else if (a == "--heads") heads = static_cast<int>(next());
-      else if (a == "--d-model") d_model = static_cast<int>(next());
-      else if (a == "--d-head") d_head = static_cast<int>(next());
-      else if (a == "--d-vocab") d_vocab = static_cast<int>(next());
-      else if (a == "--n-ctx") n_ctx = static_cast<int>(next());
-      else if (a == "--seed") seed = static_cast<unsigned long long>(next());
-      else if (!a.empty() && a[0] != '-' && out.empty()) out = a;
-      else throw std::invalid_argument("unknown argument '" + a + "'");
+      if (a == "--layers")
+        layers = static_cast<int>(next());
+      else if (a == "--heads")
+        heads = static_cast<int>(next());
+      else if (a == "--d-model")
+        d_model = static_cast<int>(next());
+      else if (a == "--d-head")
+        d_head = static_cast<int>(next());
+      else if (a == "--d-vocab")
+        d_vocab = static_cast<int>(next());
+      else if (a == "--n-ctx")
+        n_ctx = static_cast<int>(next());
+      else if (a == "--seed")
+        seed = static_cast<unsigned long long>(next());
+      else if (!a.empty() && a[0] != '-' && out.empty())
+        out = a;
+      else
+        throw std::invalid_argument("unknown argument '" + a + "'");
     }
     if (out.empty()) throw std::invalid_argument("no output file given");
     circuitry::AttentionOnlyModel<float> m;
-    m.config = {layers, heads, d_model, d_head, d_vocab, n_ctx,
-                circuitry::NormalizationType::LN, circuitry::PositionalEmbeddingType::standard};
+    m.config = {layers,
+                heads,
+                d_model,
+                d_head,
+                d_vocab,
+                n_ctx,
+                circuitry::NormalizationType::LN,
+                circuitry::PositionalEmbeddingType::standard};
     m.config.validate("make-random-model");
     std::mt19937_64 rng(seed);
     const float w_scale = 1.0f / std::sqrt(static_cast<float>(d_model));

@@ -72,8 +72,10 @@ TEST_CASE_TEMPLATE("spectra and norms from the embedding Grams equal the dense o
     const Matrix<double> full_ov = model.W_E * ov * model.W_U;
     const Matrix<double> full_qk = model.W_E * qk * model.W_E.transpose();
     const Index d = h.d_qk();
-    CHECK(test::multiset_relative_distance(ov_eigenvalues(model_s, id), largest_eigenvalues(ov, d)) <= tol);
-    CHECK(test::multiset_relative_distance(qk_eigenvalues(model_s, id), largest_eigenvalues(qk, d)) <= tol);
+    CHECK(test::multiset_relative_distance(ov_eigenvalues(model_s, id),
+                                           largest_eigenvalues(ov, d)) <= tol);
+    CHECK(test::multiset_relative_distance(qk_eigenvalues(model_s, id),
+                                           largest_eigenvalues(qk, d)) <= tol);
     CHECK(test::multiset_relative_distance(full_ov_eigenvalues(model_s, grams, id),
                                            largest_eigenvalues(full_ov, d)) <= tol);
     CHECK(test::multiset_relative_distance(full_qk_eigenvalues(model_s, grams, id),
@@ -89,10 +91,12 @@ TEST_CASE_TEMPLATE("spectra and norms from the embedding Grams equal the dense o
   }
 }
 
-TEST_CASE_TEMPLATE("the copying score is +1 for copying, -1 for anti-copying and cos θ for a rotation",
-                   Scalar, float, double) {
+TEST_CASE_TEMPLATE(
+    "the copying score is +1 for copying, -1 for anti-copying and cos θ for a rotation", Scalar,
+    float, double) {
   using C = std::complex<Scalar>;
-  ComplexVector<Scalar> positive(3), negative(3), rotation(2), zero = ComplexVector<Scalar>::Zero(4);
+  ComplexVector<Scalar> positive(3), negative(3), rotation(2),
+      zero = ComplexVector<Scalar>::Zero(4);
   positive << C(1), C(2), C(0.5);
   negative << C(-1), C(-3), C(-0.25);
   const Scalar theta = Scalar(0.7);
@@ -105,8 +109,9 @@ TEST_CASE_TEMPLATE("the copying score is +1 for copying, -1 for anti-copying and
   }
 }
 
-TEST_CASE_TEMPLATE("copying accuracy counts the rows whose diagonal entry ranks first or in the top five",
-                   Scalar, float, double) {
+TEST_CASE_TEMPLATE(
+    "copying accuracy counts the rows whose diagonal entry ranks first or in the top five", Scalar,
+    float, double) {
   auto spec = small_spec();
   spec.d_vocab = 50;
   const auto model = test::random_model<double>(spec);

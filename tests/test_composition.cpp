@@ -40,14 +40,16 @@ TEST_CASE_TEMPLATE("composition scores equal the dense definition for every earl
         const auto& ha = model.head(a);
         const auto& hb = model.head(b);
         const Matrix<double> W_A = ha.W_V * ha.W_O;
-        const Matrix<double> W_B = type == CompositionType::Q   ? Matrix<double>(hb.W_Q * hb.W_K.transpose())
-                                   : type == CompositionType::K ? Matrix<double>(hb.W_K * hb.W_Q.transpose())
-                                                                : Matrix<double>(hb.W_V * hb.W_O);
+        const Matrix<double> W_B =
+            type == CompositionType::Q   ? Matrix<double>(hb.W_Q * hb.W_K.transpose())
+            : type == CompositionType::K ? Matrix<double>(hb.W_K * hb.W_Q.transpose())
+                                         : Matrix<double>(hb.W_V * hb.W_O);
         CHECK(got == doctest::Approx(dense_score(W_A, W_B)).epsilon(tol));
         // The generic factored score agrees too.
-        const FactoredMatrix<Scalar> fb = type == CompositionType::Q   ? hb.template cast<Scalar>().qk()
-                                          : type == CompositionType::K ? hb.template cast<Scalar>().qk().transpose()
-                                                                       : hb.template cast<Scalar>().ov();
+        const FactoredMatrix<Scalar> fb =
+            type == CompositionType::Q   ? hb.template cast<Scalar>().qk()
+            : type == CompositionType::K ? hb.template cast<Scalar>().qk().transpose()
+                                         : hb.template cast<Scalar>().ov();
         CHECK(static_cast<double>(composition_score(ha.template cast<Scalar>().ov(), fb)) ==
               doctest::Approx(dense_score(W_A, W_B)).epsilon(tol));
       }
@@ -72,7 +74,8 @@ TEST_CASE("a head that writes nothing composes with nothing") {
 
 TEST_CASE("the random baseline is near 1/sqrt(d_model) and deterministic in its seed") {
   // For i.i.d. Gaussian factors E[W_A^T W_A] = d_model d_head I, so
-  // E||W_A W_B||^2 / (E||W_A||^2 E||W_B||^2) = 1 / d_model: scores concentrate near 1/sqrt(d_model).
+  // E||W_A W_B||^2 / (E||W_A||^2 E||W_B||^2) = 1 / d_model: scores concentrate near
+  // 1/sqrt(d_model).
   for (Index d_model : {32, 64}) {
     const CompositionBaseline b = composition_baseline<double>(d_model, 8, 200, 3);
     CAPTURE(d_model);

@@ -75,8 +75,10 @@ TEST_CASE("the report's figures on data agree with TransformerLens on every shar
       }
       check_close(got.at("prev_token_score"), ref.at("prev_token_score"), 1e-4, "prev_token_score");
       check_close(got.at("induction_score"), ref.at("induction_score"), 1e-4, "induction_score");
-      check_close(got.at("repeated_loss_first_half"), ref.at("repeated_loss_first_half"), 1e-4, "first half");
-      check_close(got.at("repeated_loss_second_half"), ref.at("repeated_loss_second_half"), 1e-4, "second half");
+      check_close(got.at("repeated_loss_first_half"), ref.at("repeated_loss_first_half"), 1e-4,
+                  "first half");
+      check_close(got.at("repeated_loss_second_half"), ref.at("repeated_loss_second_half"), 1e-4,
+                  "second half");
     }
     SUBCASE("every path-expansion figure") {
       const auto& pe = got.at("path_expansion");
@@ -101,20 +103,23 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
                        io_error);
   const std::string not_json = write_temp("not_json.json", "[[0, 1,");
   CHECK_THROWS_WITH_AS(read_tokens_json(not_json),
-                       doctest::Contains(("token file '" + not_json + "': not valid JSON").c_str()), format_error);
+                       doctest::Contains(("token file '" + not_json + "': not valid JSON").c_str()),
+                       format_error);
   const std::string object = write_temp("object.json", "{\"tokens\": [[0, 1]]}");
   CHECK_THROWS_WITH_AS(read_tokens_json(object),
                        ("[circuitry.format_error] token file '" + object +
-                        "': expected a JSON array of token sequences, found object").c_str(),
+                        "': expected a JSON array of token sequences, found object")
+                           .c_str(),
                        format_error);
   const std::string bad_id = write_temp("bad_id.json", "[[0, 1], [0, -3]]");
   CHECK_THROWS_WITH_AS(read_tokens_json(bad_id),
                        ("[circuitry.format_error] token file '" + bad_id +
-                        "': sequence 1, position 1: -3 is not a token id (a non-negative integer)").c_str(),
+                        "': sequence 1, position 1: -3 is not a token id (a non-negative integer)")
+                           .c_str(),
                        format_error);
   const std::string ragged = write_temp("ragged.json", "[[0, 1, 2], [0, 1]]");
-  CHECK_THROWS_WITH_AS(read_tokens_json(ragged), doctest::Contains(("token file '" + ragged + "'").c_str()),
-                       argument_error);
+  CHECK_THROWS_WITH_AS(read_tokens_json(ragged),
+                       doctest::Contains(("token file '" + ragged + "'").c_str()), argument_error);
   const std::string empty = write_temp("empty.json", "[]");
   CHECK_THROWS_WITH_AS(read_tokens_json(empty), doctest::Contains("empty batch"), argument_error);
   for (const auto& p : {not_json, object, bad_id, ragged, empty}) std::remove(p.c_str());

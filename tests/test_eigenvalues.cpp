@@ -13,8 +13,8 @@ using namespace circuitry;
 TEST_CASE("a matrix on which Eigen's real Schur iteration stalls still gets its eigenvalues") {
   // W_O (W_U W_E) W_V of a random GPT-2-small-shaped model's head: Eigen 3.4's EigenSolver
   // reports NoConvergence on it, whatever its iteration limit.
-  const auto file =
-      SafetensorsFile::open(std::string(CIRCUITRY_TEST_DATA_DIR) + "/stalling-real-schur-64.safetensors");
+  const auto file = SafetensorsFile::open(std::string(CIRCUITRY_TEST_DATA_DIR) +
+                                          "/stalling-real-schur-64.safetensors");
   const Matrix<double> M = file.matrix<double>("M", 64, 64);
   ComplexVector<double> values;
   REQUIRE(detail::general_eigenvalues<double>(M, values) == Eigen::Success);

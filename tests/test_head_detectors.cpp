@@ -18,7 +18,8 @@ TEST_CASE("previous-token and induction scores agree with TransformerLens on eve
     const auto& ref = test::reference(name);
     const auto& model = test::processed_model<double>(name);
 
-    const auto eval = run_with_cache(model, test::tokens_from_json(ref.at("eval_batch").at("tokens")));
+    const auto eval =
+        run_with_cache(model, test::tokens_from_json(ref.at("eval_batch").at("tokens")));
     const auto prev = previous_token_scores(eval);
     const auto repeated = run_with_cache(model, test::tokens_from_json(ref.at("repeated_tokens")));
     const Index n = (repeated.seq_len - 1) / 2;
@@ -66,8 +67,9 @@ TEST_CASE("repeated random tokens are [BOS] r r and deterministic in the seed") 
   CHECK(repeated_random_tokens(3, 5, 100, 10) != t);
 }
 
-TEST_CASE_TEMPLATE("on [BOS] r r with distinct tokens the duplicate-token score is the mean attention n back",
-                   Scalar, float, double) {
+TEST_CASE_TEMPLATE(
+    "on [BOS] r r with distinct tokens the duplicate-token score is the mean attention n back",
+    Scalar, float, double) {
   test::RandomModelSpec spec;
   spec.d_vocab = 64;
   spec.n_ctx = 32;
@@ -82,7 +84,8 @@ TEST_CASE_TEMPLATE("on [BOS] r r with distinct tokens the duplicate-token score 
   for (const HeadId id : model.head_ids()) {
     double sum = 0;
     for (Index b = 0; b < 2; ++b)
-      for (Index p = 7; p < 13; ++p) sum += static_cast<double>(run.cache->pattern(id, b)(p, p - 6));
+      for (Index p = 7; p < 13; ++p)
+        sum += static_cast<double>(run.cache->pattern(id, b)(p, p - 6));
     CHECK(static_cast<double>(dup[id.layer][id.head]) == doctest::Approx(sum / 12).epsilon(1e-5));
   }
 }
@@ -101,7 +104,8 @@ TEST_CASE("detectors reject runs without a cache and sequences of the wrong form
                        argument_error);
   Tokens distinct(1, 4);
   distinct << 0, 1, 2, 3;
-  CHECK_THROWS_WITH_AS(duplicate_token_scores(run_with_cache(model, distinct), distinct),
-                       "[circuitry.argument_error] duplicate_token_scores: no token repeats in the batch",
-                       argument_error);
+  CHECK_THROWS_WITH_AS(
+      duplicate_token_scores(run_with_cache(model, distinct), distinct),
+      "[circuitry.argument_error] duplicate_token_scores: no token repeats in the batch",
+      argument_error);
 }

@@ -248,9 +248,9 @@ TEST_CASE("A config that contradicts the weights is a config_error naming tensor
   }
   SUBCASE("n_layers too large") {
     options.config->n_layers = ref.n_layers + 1;
-    const std::string message = where + "config says n_layers = " +
-                                std::to_string(ref.n_layers + 1) + " but the file has no tensor 'blocks." +
-                                std::to_string(ref.n_layers) + ".attn.W_Q'";
+    const std::string message =
+        where + "config says n_layers = " + std::to_string(ref.n_layers + 1) +
+        " but the file has no tensor 'blocks." + std::to_string(ref.n_layers) + ".attn.W_Q'";
     CHECK_THROWS_WITH_AS(circuitry::load_model<double>(file, options), message.c_str(),
                          circuitry::config_error);
   }

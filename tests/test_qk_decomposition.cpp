@@ -9,8 +9,8 @@
 
 using namespace circuitry;
 
-TEST_CASE_TEMPLATE("the score terms sum to the head's scores for every kind of model", Scalar, float,
-                   double) {
+TEST_CASE_TEMPLATE("the score terms sum to the head's scores for every kind of model", Scalar,
+                   float, double) {
   const double tol = std::is_same<Scalar, double>::value ? 1e-9 : 1e-3;
   for (auto norm : {NormalizationType::none, NormalizationType::LN, NormalizationType::LNPre}) {
     for (auto pos : {PositionalEmbeddingType::standard, PositionalEmbeddingType::shortformer}) {
@@ -34,8 +34,7 @@ TEST_CASE_TEMPLATE("the score terms sum to the head's scores for every kind of m
           CHECK((d.total() - scores).norm() <= tol * scores.norm());
           // Every earlier head appears as a source on both sides.
           CHECK(std::count(d.query_terms.begin(), d.query_terms.end(), "embed") == 1);
-          CHECK(static_cast<int>(d.key_terms.size()) ==
-                static_cast<int>(d.query_terms.size()));
+          CHECK(static_cast<int>(d.key_terms.size()) == static_cast<int>(d.query_terms.size()));
           // Causal attention: softmax of the masked total is the cached pattern.
           const Matrix<Scalar>& pattern = run.cache->pattern(id, b);
           for (Index p = 0; p < 6; ++p) {
@@ -55,7 +54,8 @@ TEST_CASE("on attn-only-2l the induction head's key side reads the previous-toke
   // previous occurrence comes through what L0H1 moved into that key position.
   const auto& model = test::processed_model<double>("attn-only-2l");
   const auto& ref = test::reference("attn-only-2l");
-  const auto run = run_with_cache(model, make_tokens({ref.at("repeated_tokens")[0].get<std::vector<int>>()}));
+  const auto run =
+      run_with_cache(model, make_tokens({ref.at("repeated_tokens")[0].get<std::vector<int>>()}));
   const auto d = decompose_scores(model, run, {1, 4}, 0);
   const Index n = 50;
   double via_prev = 0, via_embed = 0;
@@ -78,8 +78,9 @@ TEST_CASE("the Q- and K-composition circuit terms are the dense products") {
   const Matrix<double> q_term = (model.W_E * ov) * qk * model.W_E.transpose();
   CHECK((k_composition_circuit(model, h1, h2).AB() - k_term).norm() <= 1e-10 * k_term.norm());
   CHECK((q_composition_circuit(model, h1, h2).AB() - q_term).norm() <= 1e-10 * q_term.norm());
-  CHECK_THROWS_WITH_AS(k_composition_circuit(model, h2, h1),
-                       "[circuitry.argument_error] k_composition_circuit: L1H2 is not in an earlier "
-                       "layer than L0H1",
-                       argument_error);
+  CHECK_THROWS_WITH_AS(
+      k_composition_circuit(model, h2, h1),
+      "[circuitry.argument_error] k_composition_circuit: L1H2 is not in an earlier "
+      "layer than L0H1",
+      argument_error);
 }

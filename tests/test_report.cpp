@@ -82,7 +82,8 @@ TEST_CASE_TEMPLATE("the circuit report agrees with TransformerLens on every shar
       }
     }
     SUBCASE("Frobenius norms") {
-      for (const char* key : {"ov_frobenius", "qk_frobenius", "full_ov_frobenius", "full_qk_frobenius"}) {
+      for (const char* key :
+           {"ov_frobenius", "qk_frobenius", "full_ov_frobenius", "full_qk_frobenius"}) {
         check_nested_numbers(got.at(key), ref.at(key), tol, key);
       }
     }
@@ -136,7 +137,8 @@ TEST_CASE("given probe tokens choose the rows of the top-5 lists") {
   const auto& ref = reference("attn-only-2l");
   ReportOptions options;
   options.groups = {"top"};
-  options.probe_tokens = {ref.at("probe_tokens")[3].get<int>(), ref.at("probe_tokens")[0].get<int>()};
+  options.probe_tokens = {ref.at("probe_tokens")[3].get<int>(),
+                          ref.at("probe_tokens")[0].get<int>()};
   const nlohmann::json got = circuit_report(model, options);
   CHECK(got.at("full_circuit_top5").at("L1H4")[0] == ref.at("full_circuit_top5").at("L1H4")[3]);
   CHECK(got.at("full_circuit_top5").at("L1H4")[1] == ref.at("full_circuit_top5").at("L1H4")[0]);
@@ -151,7 +153,8 @@ TEST_CASE("bad report arguments are rejected with a message naming them") {
   ReportOptions options;
   options.groups = {"top"};
   options.probe_tokens = {5, 4096};
-  CHECK_THROWS_WITH_AS(circuit_report(model, options),
-                       "[circuitry.argument_error] probe token 4096 is outside the vocabulary [0, 4096)",
-                       argument_error);
+  CHECK_THROWS_WITH_AS(
+      circuit_report(model, options),
+      "[circuitry.argument_error] probe token 4096 is outside the vocabulary [0, 4096)",
+      argument_error);
 }

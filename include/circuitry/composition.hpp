@@ -56,7 +56,8 @@ struct CompositionScores {
 
   CompositionScores() = default;
   CompositionScores(int layers, int heads)
-      : n_layers(layers), n_heads(heads),
+      : n_layers(layers),
+        n_heads(heads),
         data(static_cast<std::size_t>(layers) * static_cast<std::size_t>(heads) *
                  static_cast<std::size_t>(layers) * static_cast<std::size_t>(heads),
              Scalar(0)) {}

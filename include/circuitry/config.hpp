@@ -143,7 +143,8 @@ inline void apply_config_json(ModelConfig& config, const nlohmann::json& j,
     } else if (it->is_string() && *it == "LNPre") {
       config.normalization_type = NormalizationType::LNPre;
     } else {
-      throw config_error(context + ": 'normalization_type' must be \"LN\", \"LNPre\" or null, found " +
+      throw config_error(context +
+                         ": 'normalization_type' must be \"LN\", \"LNPre\" or null, found " +
                          it->dump());
     }
   }

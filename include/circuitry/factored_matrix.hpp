@@ -21,9 +21,9 @@
 #include <utility>
 #include <vector>
 
+#include "circuitry/detail/eigenvalues.hpp"
 #include "circuitry/detail/factored_blocks.hpp"
 #include "circuitry/detail/factored_checks.hpp"
-#include "circuitry/detail/eigenvalues.hpp"
 #include "circuitry/detail/factored_spectral.hpp"
 #include "circuitry/error.hpp"
 #include "circuitry/types.hpp"

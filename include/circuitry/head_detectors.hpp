@@ -132,8 +132,9 @@ HeadScores<Scalar> duplicate_token_scores(const ForwardResult<Scalar>& run, cons
 inline Tokens repeated_random_tokens(Index n_sequences, Index repeat_length, int d_vocab,
                                      unsigned long long seed, int bos = 0, int first_token = 1) {
   if (n_sequences <= 0 || repeat_length <= 0 || first_token < 0 || first_token >= d_vocab) {
-    throw argument_error("repeated_random_tokens: need n_sequences > 0, repeat_length > 0 and "
-                         "0 <= first_token < d_vocab");
+    throw argument_error(
+        "repeated_random_tokens: need n_sequences > 0, repeat_length > 0 and "
+        "0 <= first_token < d_vocab");
   }
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> token(first_token, d_vocab - 1);

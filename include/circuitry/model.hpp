@@ -76,9 +76,8 @@ struct AttentionOnlyModel {
   const AttentionHead<Scalar>& head(HeadId id) const {
     if (id.layer < 0 || id.layer >= n_layers() || id.head < 0 ||
         id.head >= static_cast<int>(layers[static_cast<std::size_t>(id.layer)].heads.size())) {
-      throw argument_error("no head " + id.name() + " in a model of " +
-                           std::to_string(n_layers()) + " layers x " + std::to_string(n_heads()) +
-                           " heads");
+      throw argument_error("no head " + id.name() + " in a model of " + std::to_string(n_layers()) +
+                           " layers x " + std::to_string(n_heads()) + " heads");
     }
     return layers[static_cast<std::size_t>(id.layer)].heads[static_cast<std::size_t>(id.head)];
   }

@@ -86,8 +86,9 @@ inline ModelConfig infer_config(const SafetensorsFile& file, const LoadOptions& 
     int n_layers = 0;
     while (file.contains("blocks." + std::to_string(n_layers) + ".attn.W_Q")) ++n_layers;
     if (n_layers == 0) {
-      throw format_error(ctx + ": tensor 'blocks.0.attn.W_Q' not found: not a TransformerLens "
-                               "attention-only model");
+      throw format_error(ctx +
+                         ": tensor 'blocks.0.attn.W_Q' not found: not a TransformerLens "
+                         "attention-only model");
     }
     c.n_layers = n_layers;
     c.n_heads = dim("blocks.0.attn.W_Q", 3, 0);
@@ -119,8 +120,8 @@ inline ModelConfig infer_config(const SafetensorsFile& file, const LoadOptions& 
 /// Checks tensor `name` has `expected` shape; the error names the config fields the shape comes
 /// from.
 inline void expect_tensor_shape(const SafetensorsFile& file, const std::string& name,
-                                const std::vector<std::int64_t>& expected,
-                                const std::string& dims, bool explicit_config) {
+                                const std::vector<std::int64_t>& expected, const std::string& dims,
+                                bool explicit_config) {
   if (!file.contains(name)) {
     throw format_error("file '" + file.path() + "': tensor '" + name + "' not found (expected " +
                        shape_string(expected) + " = " + dims + ")");
@@ -130,7 +131,8 @@ inline void expect_tensor_shape(const SafetensorsFile& file, const std::string& 
     const std::string msg = "file '" + file.path() + "': tensor '" + name + "' has shape " +
                             shape_string(found) + ", expected " + shape_string(expected) + " = " +
                             dims;
-    if (explicit_config) throw config_error(msg + " from the config: the config contradicts the weights");
+    if (explicit_config)
+      throw config_error(msg + " from the config: the config contradicts the weights");
     throw shape_error(msg);
   }
 }
@@ -164,7 +166,8 @@ void expect_finite(const Eigen::MatrixBase<Derived>& m, const std::string& file,
 /// tensor's shape disagrees with the inferred config), config_error (an explicit config
 /// contradicts the weights), numerical_error (NaN or infinite weights).
 template <typename Scalar>
-AttentionOnlyModel<Scalar> load_model(const SafetensorsFile& file, const LoadOptions& options = {}) {
+AttentionOnlyModel<Scalar> load_model(const SafetensorsFile& file,
+                                      const LoadOptions& options = {}) {
   CIRCUITRY_STATIC_ASSERT_SCALAR(Scalar);
   using std::int64_t;
   bool explicit_config = false;
@@ -254,7 +257,8 @@ AttentionOnlyModel<Scalar> load_model(const std::string& path, const LoadOptions
 /// metadata (the file loads back to the same model). LayerNorm tensors are written only for
 /// normalization_type LN. `dtype` is F32 (TransformerLens's default) or F64.
 template <typename Scalar>
-SafetensorsWriter to_safetensors(const AttentionOnlyModel<Scalar>& model, Dtype dtype = Dtype::F32) {
+SafetensorsWriter to_safetensors(const AttentionOnlyModel<Scalar>& model,
+                                 Dtype dtype = Dtype::F32) {
   model.check_shapes();
   SafetensorsWriter w;
   w.set_metadata("config", to_json(model.config).dump());

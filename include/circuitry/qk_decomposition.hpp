@@ -77,8 +77,9 @@ ScoreDecomposition<Scalar> decompose_scores(const AttentionOnlyModel<Scalar>& mo
   const LayerCache<Scalar>& layer = cache.layers.at(static_cast<std::size_t>(id.layer));
   const auto& ln = model.layers[static_cast<std::size_t>(id.layer)].ln1;
   if (layer.resid_pre.size() == 0) {
-    throw argument_error("decompose_scores needs the residual stream in the cache "
-                         "(ForwardOptions::cache_residual)");
+    throw argument_error(
+        "decompose_scores needs the residual stream in the cache "
+        "(ForwardOptions::cache_residual)");
   }
   if (b < 0 || b >= cache.batch) {
     throw argument_error("decompose_scores: no sequence " + std::to_string(b) + " in a batch of " +
@@ -131,8 +132,8 @@ template <typename Scalar>
 FactoredMatrix<Scalar> k_composition_circuit(const AttentionOnlyModel<Scalar>& model, HeadId h1,
                                              HeadId h2) {
   if (h1.layer >= h2.layer) {
-    throw argument_error("k_composition_circuit: " + h1.name() + " is not in an earlier layer than " +
-                         h2.name());
+    throw argument_error("k_composition_circuit: " + h1.name() +
+                         " is not in an earlier layer than " + h2.name());
   }
   const auto& a = model.head(h1);
   const auto& c = model.head(h2);
@@ -146,8 +147,8 @@ template <typename Scalar>
 FactoredMatrix<Scalar> q_composition_circuit(const AttentionOnlyModel<Scalar>& model, HeadId h1,
                                              HeadId h2) {
   if (h1.layer >= h2.layer) {
-    throw argument_error("q_composition_circuit: " + h1.name() + " is not in an earlier layer than " +
-                         h2.name());
+    throw argument_error("q_composition_circuit: " + h1.name() +
+                         " is not in an earlier layer than " + h2.name());
   }
   const auto& a = model.head(h1);
   const auto& c = model.head(h2);

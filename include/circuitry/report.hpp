@@ -10,12 +10,12 @@
 /// |---------------|---------------------------------------------------------------------------|
 /// | `spectra`     | ov_eigenvalues, qk_eigenvalues, full_ov_eigenvalues, full_qk_eigenvalues   |
 /// |               | [L][H][d] as {"re", "im"}; ov_copying_score, qk_positivity,                |
-/// |               | full_ov_copying_score, full_qk_positivity [L][H]; ov_singular_values [L][H][d]|
-/// | `norms`       | ov_frobenius, qk_frobenius, full_ov_frobenius, full_qk_frobenius [L][H]    |
-/// | `composition` | composition_Q, composition_K, composition_V [L][H][L][H]                   |
-/// | `copying`     | full_ov_top1_copying_acc, full_ov_top5_copying_acc [L][H]                  |
-/// | `top`         | probe_tokens; full_circuit_top5 {"L{l}H{h}": [P][5],                       |
-/// |               | "L{l}H{h}_qk_top_keys_for_query": [P][5]}; direct_path_top5_next [P][5]    |
+/// |               | full_ov_copying_score, full_qk_positivity [L][H]; ov_singular_values
+/// [L][H][d]| | `norms`       | ov_frobenius, qk_frobenius, full_ov_frobenius, full_qk_frobenius
+/// [L][H]    | | `composition` | composition_Q, composition_K, composition_V [L][H][L][H] | |
+/// `copying`     | full_ov_top1_copying_acc, full_ov_top5_copying_acc [L][H]                  | |
+/// `top`         | probe_tokens; full_circuit_top5 {"L{l}H{h}": [P][5],                       | |
+/// | "L{l}H{h}_qk_top_keys_for_query": [P][5]}; direct_path_top5_next [P][5]    |
 ///
 /// plus `config`. The model must already be processed as TransformerLens processes it
 /// (`process_weights`), as the references are.
@@ -64,8 +64,9 @@ inline std::set<std::string> parse_report_groups(const std::string& list) {
     const std::string g = list.substr(start, end - start);
     const auto& known = report_groups();
     if (std::find(known.begin(), known.end(), g) == known.end()) {
-      throw argument_error("--only: unknown group '" + g +
-                           "' (expected a comma list of spectra, norms, composition, copying, top)");
+      throw argument_error(
+          "--only: unknown group '" + g +
+          "' (expected a comma list of spectra, norms, composition, copying, top)");
     }
     out.insert(g);
     start = end + 1;
@@ -220,8 +221,8 @@ void report_top(const AttentionOnlyModel<Scalar>& model, std::vector<int> probe,
   for (const HeadId id : model.head_ids()) {
     const auto& h = model.head(id);
     tops[id.name()] = detail::top_k_json(FactoredMatrix<Scalar>(E * h.W_V, h.W_O * model.W_U), k);
-    tops[id.name() + "_qk_top_keys_for_query"] = detail::top_k_json(
-        FactoredMatrix<Scalar>(E * h.W_Q, (model.W_E * h.W_K).transpose()), k);
+    tops[id.name() + "_qk_top_keys_for_query"] =
+        detail::top_k_json(FactoredMatrix<Scalar>(E * h.W_Q, (model.W_E * h.W_K).transpose()), k);
   }
   out["full_circuit_top5"] = std::move(tops);
   out["direct_path_top5_next"] = detail::top_k_json(FactoredMatrix<Scalar>(E, model.W_U), k);

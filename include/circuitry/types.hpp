@@ -27,13 +27,13 @@ using ComplexVector = Eigen::Matrix<std::complex<Scalar>, Eigen::Dynamic, 1>;
 
 namespace detail {
 template <typename Scalar>
-struct is_supported_scalar
-    : std::integral_constant<bool, std::is_same<Scalar, float>::value ||
-                                       std::is_same<Scalar, double>::value> {};
+struct is_supported_scalar : std::integral_constant<bool, std::is_same<Scalar, float>::value ||
+                                                              std::is_same<Scalar, double>::value> {
+};
 }  // namespace detail
 
-#define CIRCUITRY_STATIC_ASSERT_SCALAR(Scalar)                                 \
-  static_assert(::circuitry::detail::is_supported_scalar<Scalar>::value,      \
+#define CIRCUITRY_STATIC_ASSERT_SCALAR(Scalar)                                   \
+  static_assert(::circuitry::detail::is_supported_scalar<Scalar>::value,         \
                 "CIRCUITRY_SCALAR_MUST_BE_FLOAT_OR_DOUBLE: circuitry types are " \
                 "templated on float or double")
 

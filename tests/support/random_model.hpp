@@ -41,7 +41,8 @@ AttentionOnlyModel<Scalar> random_model(const RandomModelSpec& s) {
     ln.type = s.normalization;
     ln.eps = Scalar(1e-5);
     if (s.normalization == NormalizationType::LN) {
-      ln.w = Vector<Scalar>::Ones(s.d_model) + Vector<Scalar>(random_matrix<Scalar>(rng, s.d_model, 1, 0.2));
+      ln.w = Vector<Scalar>::Ones(s.d_model) +
+             Vector<Scalar>(random_matrix<Scalar>(rng, s.d_model, 1, 0.2));
       ln.b = vec(s.d_model);
     }
     return ln;

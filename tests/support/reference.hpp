@@ -60,7 +60,8 @@ inline std::vector<std::complex<double>> reference_spectrum(const nlohmann::json
   const auto& re = ref.at(key).at("re").at(l).at(h);
   const auto& im = ref.at(key).at("im").at(l).at(h);
   std::vector<std::complex<double>> out;
-  for (std::size_t i = 0; i < re.size(); ++i) out.emplace_back(re[i].get<double>(), im[i].get<double>());
+  for (std::size_t i = 0; i < re.size(); ++i)
+    out.emplace_back(re[i].get<double>(), im[i].get<double>());
   return out;
 }
 
@@ -75,20 +76,19 @@ double multiset_relative_distance(const ComplexVector<Scalar>& computed,
   }
   std::vector<std::complex<double>> left;
   for (Index i = 0; i < computed.size(); ++i) {
-    left.emplace_back(static_cast<double>(computed(i).real()), static_cast<double>(computed(i).imag()));
+    left.emplace_back(static_cast<double>(computed(i).real()),
+                      static_cast<double>(computed(i).imag()));
   }
   double scale = 0;
   for (const auto& e : expected) scale = std::max(scale, std::abs(e));
   if (scale == 0) scale = 1;
   // Largest expected eigenvalues first, so that clusters are matched greedily but stably.
   std::vector<std::complex<double>> order = expected;
-  std::sort(order.begin(), order.end(),
-            [](auto a, auto b) { return std::abs(a) > std::abs(b); });
+  std::sort(order.begin(), order.end(), [](auto a, auto b) { return std::abs(a) > std::abs(b); });
   double worst = 0;
   for (const auto& e : order) {
-    auto best = std::min_element(left.begin(), left.end(), [&](auto a, auto b) {
-      return std::abs(a - e) < std::abs(b - e);
-    });
+    auto best = std::min_element(left.begin(), left.end(),
+                                 [&](auto a, auto b) { return std::abs(a - e) < std::abs(b - e); });
     worst = std::max(worst, std::abs(*best - e) / scale);
     left.erase(best);
   }
