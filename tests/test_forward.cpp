@@ -18,7 +18,8 @@ namespace {
 // shared code: the logits [S, d_vocab] of `seq`.
 Matrix<double> naive_logits(const AttentionOnlyModel<double>& m, const std::vector<int>& seq) {
   const Index S = static_cast<Index>(seq.size());
-  const bool shortformer = m.config.positional_embedding_type == PositionalEmbeddingType::shortformer;
+  const bool shortformer =
+      m.config.positional_embedding_type == PositionalEmbeddingType::shortformer;
   auto ln = [](const LayerNorm<double>& n, RowVector<double> r) {
     if (n.type == NormalizationType::none) return r;
     const double mean = r.mean();
@@ -195,8 +196,9 @@ TEST_CASE_TEMPLATE("float and double forward passes agree on attn-only-2l", Scal
   CHECK((s.log_probs(0).template cast<double>() - d.log_probs(0)).cwiseAbs().maxCoeff() < 10 * tol);
 }
 
-TEST_CASE("the cache holds the residual stream by component, the LayerNorm scales and every "
-          "head's activations") {
+TEST_CASE(
+    "the cache holds the residual stream by component, the LayerNorm scales and every "
+    "head's activations") {
   for (PositionalEmbeddingType pos :
        {PositionalEmbeddingType::standard, PositionalEmbeddingType::shortformer}) {
     CAPTURE(to_string(pos));
@@ -241,21 +243,23 @@ TEST_CASE("the cache holds the residual stream by component, the LayerNorm scale
         }
         CHECK(hc.output.isApprox(hc.z * hd.W_O, 1e-12));
         if (l + 1 < spec.n_layers) {
-          CHECK(c.layers[static_cast<std::size_t>(l) + 1].resid_pre[Component::head_output({l, h})]
-                == hc.output);
+          CHECK(
+              c.layers[static_cast<std::size_t>(l) + 1].resid_pre[Component::head_output({l, h})] ==
+              hc.output);
         }
         sum_out += hc.output;
       }
       const Matrix<double> next = l + 1 < spec.n_layers
                                       ? c.layers[static_cast<std::size_t>(l) + 1].resid_pre.total()
                                       : c.resid_final.total();
-      CHECK(next.isApprox((resid + sum_out).rowwise() +
-                              model.layers[static_cast<std::size_t>(l)].b_O.transpose(), 1e-12));
+      CHECK(next.isApprox(
+          (resid + sum_out).rowwise() + model.layers[static_cast<std::size_t>(l)].b_O.transpose(),
+          1e-12));
     }
     const Matrix<double> final_resid = c.resid_final.total();
     CHECK((c.ln_final_scales - model.ln_final.scales(final_resid)).cwiseAbs().maxCoeff() < 1e-12);
-    const Matrix<double> logits = (model.ln_final(final_resid) * model.W_U).rowwise() +
-                                  model.b_U.transpose();
+    const Matrix<double> logits =
+        (model.ln_final(final_resid) * model.W_U).rowwise() + model.b_U.transpose();
     CHECK((logits - run.logits).cwiseAbs().maxCoeff() < 1e-10);
   }
 }
@@ -283,7 +287,8 @@ TEST_CASE("sequences are independent and attention is causal") {
   auto seqs = random_sequences(3, 8, 40, 9);
   const auto batch = forward(model, seqs);
   for (Index b = 0; b < 3; ++b) {
-    const auto alone = forward(model, std::vector<std::vector<int>>{seqs[static_cast<std::size_t>(b)]});
+    const auto alone =
+        forward(model, std::vector<std::vector<int>>{seqs[static_cast<std::size_t>(b)]});
     CHECK((alone.logits - batch.logits.middleRows(b * 8, 8)).cwiseAbs().maxCoeff() < 1e-12);
   }
   // A row-major buffer, through Eigen::Map.
@@ -306,7 +311,8 @@ TEST_CASE("losses are the mean negative log-probability of each next token") {
     CHECK((lp.array().exp().rowwise().sum() - 1).abs().maxCoeff() < 1e-12);
     double seq_total = 0;
     for (Index p = 0; p < 5; ++p) {
-      const double expected = -lp(p, seqs[static_cast<std::size_t>(b)][static_cast<std::size_t>(p) + 1]);
+      const double expected =
+          -lp(p, seqs[static_cast<std::size_t>(b)][static_cast<std::size_t>(p) + 1]);
       CHECK(run.loss_per_token(b, p) == doctest::Approx(expected).epsilon(1e-12));
       seq_total += expected;
     }
@@ -315,9 +321,8 @@ TEST_CASE("losses are the mean negative log-probability of each next token") {
   }
   CHECK(run.loss_mean == doctest::Approx(total / 10).epsilon(1e-12));
   const auto top = run.top_k(1, 3, 40);
-  CHECK(std::is_sorted(top.begin(), top.end(), [&](int i, int j) {
-    return run.logits(9, i) > run.logits(9, j);
-  }));
+  CHECK(std::is_sorted(top.begin(), top.end(),
+                       [&](int i, int j) { return run.logits(9, i) > run.logits(9, j); }));
   SUBCASE("a single token predicts nothing: the loss is NaN, the logits are there") {
     const auto one = forward(model, std::vector<std::vector<int>>{{3}, {4}});
     CHECK(one.logits.rows() == 2);

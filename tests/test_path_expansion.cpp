@@ -119,9 +119,9 @@ TEST_CASE("terms are named by their path, ordered by layer, and know their order
   const PathExpansion<double> pe(model, random_tokens(1, 5, spec.d_vocab, 1));
   std::vector<std::string> names;
   for (const PathTerm& t : pe.terms()) names.push_back(t.name());
-  CHECK(names == std::vector<std::string>{"direct", "L0H0", "L0H1", "b_O[0]", "L1H0",
-                                          "L0H0->L1H0", "L0H1->L1H0", "b_O[0]->L1H0", "L1H1",
-                                          "L0H0->L1H1", "L0H1->L1H1", "b_O[0]->L1H1", "b_O[1]"});
+  CHECK(names == std::vector<std::string>{"direct", "L0H0", "L0H1", "b_O[0]", "L1H0", "L0H0->L1H0",
+                                          "L0H1->L1H0", "b_O[0]->L1H0", "L1H1", "L0H0->L1H1",
+                                          "L0H1->L1H1", "b_O[0]->L1H1", "b_O[1]"});
   const PathTerm& virt = pe.term(pe.index_of("L0H1->L1H0"));
   CHECK(virt.order() == 2);
   CHECK(virt.last_layer() == 1);
@@ -224,9 +224,9 @@ TEST_CASE("the summary gives partial sums by order and by layer, and per-head ab
                               })).epsilon(1e-12));
   REQUIRE(s.heads.size() == 6);
   CHECK(s.heads[3].head == HeadId{1, 1});
-  CHECK(s.heads[3].without_everywhere ==
-        doctest::Approx(pe.loss_if([](const PathTerm& t) { return !t.involves({1, 1}); }))
-            .epsilon(1e-12));
+  CHECK(s.heads[3].without_everywhere == doctest::Approx(pe.loss_if([](const PathTerm& t) {
+                                           return !t.involves({1, 1});
+                                         })).epsilon(1e-12));
   // L2H1's first-order terms: it reading the direct path and each earlier b_O.
   CHECK(s.heads[5].without_first_order ==
         doctest::Approx(pe.loss_if([](const PathTerm& t) {
@@ -239,7 +239,9 @@ TEST_CASE("a head chain's circuit is W_E OV ... OV W_U, kept factored") {
   spec.n_layers = 2;
   const auto model = processed(test::random_model<double>(spec));
   const PathExpansion<double> pe(model, random_tokens(1, 4, spec.d_vocab, 1));
-  auto ov = [&](int l, int h) { return Matrix<double>(model.head(l, h).W_V * model.head(l, h).W_O); };
+  auto ov = [&](int l, int h) {
+    return Matrix<double>(model.head(l, h).W_V * model.head(l, h).W_O);
+  };
   const FactoredMatrix<double> c = pe.circuit(pe.index_of("L0H2->L1H1"));
   CHECK(c.inner_dim() == spec.d_head);
   CHECK(c.AB().isApprox(model.W_E * ov(0, 2) * ov(1, 1) * model.W_U, 1e-12));
@@ -257,8 +259,10 @@ TEST_CASE("misuse of a path expansion is a clear error") {
                        "[circuitry.argument_error] PathExpansion: no term 'L7H0' (terms are named "
                        "like 'direct', 'L0H3', 'L0H1->L1H5', 'b_O[0]', 'b_O[0]->L1H2')",
                        argument_error);
-  const std::string mask_message = "[circuitry.argument_error] PathExpansion: mask of 2 entries "
-                                   "for " + std::to_string(pe.size()) + " terms";
+  const std::string mask_message =
+      "[circuitry.argument_error] PathExpansion: mask of 2 entries "
+      "for " +
+      std::to_string(pe.size()) + " terms";
   CHECK_THROWS_WITH_AS(pe.loss({true, false}), mask_message.c_str(), argument_error);
   const auto other = run_with_cache(model, random_tokens(2, 4, 40, 1));
   CHECK_THROWS_WITH_AS(PathExpansion<double>(model, tokens, *other.cache),
@@ -309,7 +313,8 @@ void check_reference_path_expansion(const std::string& name) {
     }
   }
   CHECK(static_cast<int>(virt.size()) == H * H);
-  std::sort(virt.begin(), virt.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::sort(virt.begin(), virt.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
   const nlohmann::json& top = ref.at("ablate_virtual_pair_top");
   for (std::size_t k = 0; k < top.size(); ++k) {
     CAPTURE(k);

@@ -54,7 +54,8 @@ inline Tokens read_tokens_json(const std::string& path) {
     throw format_error("token file '" + path + "': not valid JSON (" + e.what() + ")");
   }
   if (!j.is_array()) {
-    throw format_error("token file '" + path + "': expected a JSON array of token sequences, found " +
+    throw format_error("token file '" + path +
+                       "': expected a JSON array of token sequences, found " +
                        std::string(j.type_name()));
   }
   std::vector<std::vector<int>> sequences;
@@ -109,13 +110,20 @@ nlohmann::json head_scores_json(const HeadScores<Scalar>& s) {
 template <typename Scalar>
 nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers, int n_heads,
                                    double model_loss) {
-  const PathExpansionSummary<Scalar> s = summarize(pe);
+  std::vector<std::size_t> virtual_terms;  // "L0Ha->L1Hb": their marginal losses, same pass
+  for (std::size_t i = 0; i < pe.size(); ++i) {
+    const PathTerm& t = pe.term(i);
+    if (n_layers == 2 && t.source == PathSource::direct && t.chain.size() == 2)
+      virtual_terms.push_back(i);
+  }
+  const PathExpansionSummary<Scalar> s = summarize(pe, virtual_terms);
   nlohmann::json out;
   out["definition"] =
       "resid_final = sum of kept terms; logits = LN_final_frozen(resid_final) W_U + b_U. direct = "
       "embedding (+ positional for standard); L0 = layer-0 head outputs on the direct input + "
       "b_O[0]; L1_first_order = layer-1 heads reading (direct + b_O[0]) + b_O[1]; virtual = "
-      "layer-1 heads reading layer-0 head outputs. Patterns and LN scales frozen. loss_by_order[k]: "
+      "layer-1 heads reading layer-0 head outputs. Patterns and LN scales frozen. "
+      "loss_by_order[k]: "
       "terms of order <= k (a bias alone counts 1); loss_by_layer[l + 1]: terms written by layers "
       "<= l; ablate_head_everywhere: without every term through the head; "
       "ablate_head_first_order: without the head reading the direct path and biases.";
@@ -129,7 +137,8 @@ nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers
     for (int l = 0; l < n_layers; ++l) {
       nlohmann::json row = nlohmann::json::array();
       for (int h = 0; h < n_heads; ++h) {
-        row.push_back(static_cast<double>(s.heads[static_cast<std::size_t>(l * n_heads + h)].*member));
+        row.push_back(
+            static_cast<double>(s.heads[static_cast<std::size_t>(l * n_heads + h)].*member));
       }
       arr.push_back(std::move(row));
     }
@@ -141,18 +150,15 @@ nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers
     out["direct+L0+L1_first_order"] = static_cast<double>(s.loss_by_order.at(1));
     out["ablate_L1_first_order_head"] = first_order[1];
     out["ablate_L0_head_everywhere"] = everywhere[0];
-    std::vector<std::pair<double, std::string>> virtual_terms;
-    for (std::size_t i = 0; i < pe.size(); ++i) {
-      const PathTerm& t = pe.term(i);
-      if (t.source == PathSource::direct && t.chain.size() == 2) {
-        virtual_terms.emplace_back(static_cast<double>(pe.marginal_loss(i)), t.name());
-      }
+    std::vector<std::pair<double, std::string>> by_loss;
+    for (std::size_t k = 0; k < virtual_terms.size(); ++k) {
+      by_loss.emplace_back(static_cast<double>(s.marginal[k]), pe.term(virtual_terms[k]).name());
     }
-    std::sort(virtual_terms.begin(), virtual_terms.end(),
+    std::sort(by_loss.begin(), by_loss.end(),
               [](const auto& a, const auto& b) { return a.first > b.first; });
     nlohmann::json top = nlohmann::json::array();
-    for (std::size_t i = 0; i < std::min<std::size_t>(8, virtual_terms.size()); ++i) {
-      top.push_back({virtual_terms[i].first, virtual_terms[i].second});
+    for (std::size_t i = 0; i < std::min<std::size_t>(8, by_loss.size()); ++i) {
+      top.push_back({by_loss[i].first, by_loss[i].second});
     }
     out["ablate_virtual_pair_top"] = std::move(top);
   }
@@ -174,7 +180,7 @@ void report_tokens(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens
   options.cache = true;
   options.cache_activations = false;
   options.cache_residual = false;
-  const ForwardResult<Scalar> run = forward(model, tokens, options);
+  ForwardResult<Scalar> run = forward(model, tokens, options);
   nlohmann::json eval;
   eval["tokens"] = detail::tokens_json(tokens);
   eval["loss_mean"] = static_cast<double>(run.loss_mean);
@@ -192,15 +198,16 @@ void report_tokens(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens
   for (const HeadId id : model.head_ids()) {
     const Matrix<Scalar> corner = run.cache->pattern(id, 0).topLeftCorner(c, c);
     nlohmann::json rows = nlohmann::json::array();
-    for (Index i = 0; i < c; ++i) rows.push_back(detail::to_json_vector<Scalar>(corner.row(i).transpose()));
+    for (Index i = 0; i < c; ++i)
+      rows.push_back(detail::to_json_vector<Scalar>(corner.row(i).transpose()));
     corners[id.name()] = std::move(rows);
   }
   out["pattern_seq0_corner16"] = std::move(corners);
   out["prev_token_score"] = detail::head_scores_json(previous_token_scores(run));
 
-  const PathExpansion<Scalar> pe(model, tokens, *run.cache);
-  out["path_expansion"] = path_expansion_json(pe, model.n_layers(), model.n_heads(),
-                                              static_cast<double>(run.loss_mean));
+  const double model_loss = static_cast<double>(run.loss_mean);
+  const PathExpansion<Scalar> pe(model, tokens, std::move(run));  // takes its logits and cache
+  out["path_expansion"] = path_expansion_json(pe, model.n_layers(), model.n_heads(), model_loss);
 }
 
 /// The `--induction-tokens` figures (see data_report.hpp) on `[0] + r + r` sequences.

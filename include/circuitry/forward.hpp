@@ -27,8 +27,8 @@
 ///     auto model = circuitry::load_model<double>("attn-only-2l.safetensors");
 ///     circuitry::ForwardOptions opts;
 ///     opts.cache = true;
-///     auto run = circuitry::forward(model, circuitry::make_tokens({{0, 12, 99}, {0, 5, 7}}), opts);
-///     run.loss_mean;                                   // nats per predicted token
+///     auto run = circuitry::forward(model, circuitry::make_tokens({{0, 12, 99}, {0, 5, 7}}),
+///     opts); run.loss_mean;                                   // nats per predicted token
 ///     run.cache->pattern({1, 4}, 0);                   // L1H4's 3 x 3 pattern on sequence 0
 ///     run.cache->layers[1].resid_pre[circuitry::Component::head_output({0, 1})];  // L0H1 wrote
 ///
@@ -292,7 +292,11 @@ ForwardResult<Scalar> forward(const AttentionOnlyModel<Scalar>& model, const Tok
     const Matrix<Scalar> x_qk = shortformer ? Matrix<Scalar>(x + pos) : Matrix<Scalar>();
     const Matrix<Scalar>& qk_in = shortformer ? x_qk : x;
     const int H = static_cast<int>(layer.heads.size());
-    std::vector<Matrix<Scalar>> written(static_cast<std::size_t>(H), Matrix<Scalar>(N, D));
+    // Each head's z = A v, [N, d_head]; its output z W_O is formed after the parallel loop (one
+    // product per head, N x d_model only when cached: the residual update takes it in place).
+    std::vector<Matrix<Scalar>> zs(static_cast<std::size_t>(H));
+    for (int h = 0; h < H; ++h)
+      zs[static_cast<std::size_t>(h)].resize(N, layer.heads[static_cast<std::size_t>(h)].d_ov());
     LayerCache<Scalar>* lc = cache ? &cache->layers[static_cast<std::size_t>(l)] : nullptr;
     if (lc) {
       lc->ln1_scales = scales;
@@ -305,7 +309,6 @@ ForwardResult<Scalar> forward(const AttentionOnlyModel<Scalar>& model, const Tok
           hc.q.resize(N, hd.d_qk());
           hc.k.resize(N, hd.d_qk());
           hc.v.resize(N, hd.d_ov());
-          hc.z.resize(N, hd.d_ov());
         }
       }
     }
@@ -324,32 +327,40 @@ ForwardResult<Scalar> forward(const AttentionOnlyModel<Scalar>& model, const Tok
       v.rowwise() += hd.b_V.transpose();
       Matrix<Scalar> pattern = (q * k.transpose()) * inv_scale;
       detail::causal_softmax_inplace(pattern);
-      const Matrix<Scalar> z = pattern * v;
-      written[static_cast<std::size_t>(h)].middleRows(b * S, S).noalias() = z * hd.W_O;
+      zs[static_cast<std::size_t>(h)].middleRows(b * S, S).noalias() =
+          pattern.template triangularView<Eigen::Lower>() * v;  // causal: zero above
       if (lc) {
         HeadCache<Scalar>& hc = lc->heads[static_cast<std::size_t>(h)];
         if (keep_acts) {
           hc.q.middleRows(b * S, S) = q;
           hc.k.middleRows(b * S, S) = k;
           hc.v.middleRows(b * S, S) = v;
-          hc.z.middleRows(b * S, S) = z;
         }
         hc.pattern[static_cast<std::size_t>(b)] = std::move(pattern);
       }
     }
     if (keep_resid) lc->resid_pre = stream;
     for (int h = 0; h < H; ++h) {
-      Matrix<Scalar>& out = written[static_cast<std::size_t>(h)];
+      Matrix<Scalar>& z = zs[static_cast<std::size_t>(h)];
+      const Matrix<Scalar>& W_O = layer.heads[static_cast<std::size_t>(h)].W_O;
+      if (!keep_acts && !keep_resid) {
+        resid.noalias() += z * W_O;
+        continue;
+      }
+      Matrix<Scalar> out = z * W_O;
       resid += out;
       if (keep_resid) stream.add(Component::head_output({l, h}), out);
-      if (keep_acts) lc->heads[static_cast<std::size_t>(h)].output = std::move(out);
+      if (keep_acts) {
+        lc->heads[static_cast<std::size_t>(h)].output = std::move(out);
+        lc->heads[static_cast<std::size_t>(h)].z = std::move(z);
+      }
     }
     resid.rowwise() += layer.b_O.transpose();
     if (keep_resid) stream.add(Component::attn_bias(l), layer.b_O.transpose());
   }
 
   const Vector<Scalar> final_scales = model.ln_final.scales(resid);
-  result.logits.noalias() = model.ln_final.apply_with_scales(resid, final_scales) * model.W_U;
+  detail::multiply(model.ln_final.apply_with_scales(resid, final_scales), model.W_U, result.logits);
   result.logits.rowwise() += model.b_U.transpose();
   if (cache) {
     cache->ln_final_scales = final_scales;

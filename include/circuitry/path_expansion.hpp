@@ -41,7 +41,8 @@
 ///
 /// Example (the induction head's virtual-head terms of attn-only-2l):
 ///
-///     auto model = circuitry::processed(circuitry::load_model<double>("attn-only-2l.safetensors"));
+///     auto model =
+///     circuitry::processed(circuitry::load_model<double>("attn-only-2l.safetensors"));
 ///     circuitry::PathExpansion<double> pe(model, tokens);
 ///     double full = pe.full_loss();
 ///     double without = pe.loss_if([](const circuitry::PathTerm& t) {
@@ -74,9 +75,9 @@ enum class PathSource {
 /// increasing layers.
 struct PathTerm {
   PathSource source = PathSource::direct;
-  int source_layer = -1;   ///< attn_bias: the layer of b_O; value_bias: the head's layer;
-                           ///< remainder: the last layer
-  HeadId source_head{};    ///< value_bias only
+  int source_layer = -1;  ///< attn_bias: the layer of b_O; value_bias: the head's layer;
+                          ///< remainder: the last layer
+  HeadId source_head{};   ///< value_bias only
   std::vector<HeadId> chain;
   int remainder_order = 0;  ///< remainder only: max_order + 1
 
@@ -147,7 +148,13 @@ class PathExpansion {
   PathExpansion(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
                 const ForwardCache<Scalar>& cache, const PathExpansionOptions& options = {})
       : PathExpansion(FrozenModel<Scalar>(model, tokens, cache), options) {}
-  PathExpansion(FrozenModel<Scalar> frozen, const PathExpansionOptions& options = {});
+  /// Same, taking the patterns and scales out of `run` (forward(model, tokens) with
+  /// options.cache) and its logits as the logits of all terms (equal up to rounding), so that
+  /// neither is copied nor recomputed. argument_error when `run` has no cache or does not fit.
+  PathExpansion(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
+                ForwardResult<Scalar>&& run, const PathExpansionOptions& options = {});
+  PathExpansion(FrozenModel<Scalar> frozen, const PathExpansionOptions& options = {})
+      : PathExpansion(std::move(frozen), options, Matrix<Scalar>()) {}
 
   const FrozenModel<Scalar>& frozen() const { return frozen_; }
   std::size_t size() const { return terms_.size(); }
@@ -231,10 +238,22 @@ class PathExpansion {
   };
   struct Plan {
     std::vector<Component> components;
-    std::vector<bool> minus;                            ///< per mask
-    std::vector<std::vector<std::size_t>> uses;         ///< per mask: its components
+    std::vector<bool> minus;                     ///< per mask
+    std::vector<std::vector<std::size_t>> uses;  ///< per mask: its components
   };
   static constexpr std::size_t kIdentityWriter = 0;  ///< the direct and remainder terms' writer
+
+  /// full_logits: the logits of all terms, or empty to compute them.
+  PathExpansion(FrozenModel<Scalar> frozen, const PathExpansionOptions& options,
+                Matrix<Scalar> full_logits);
+  static ForwardCache<Scalar>&& cache_of(ForwardResult<Scalar>& run) {
+    if (!run.cache) {
+      throw argument_error(
+          "PathExpansion: the forward result has no cache (run forward with "
+          "options.cache = true)");
+    }
+    return std::move(*run.cache);
+  }
 
   std::size_t add_writer(Matrix<Scalar> W) {
     Writer w;
@@ -259,9 +278,8 @@ class PathExpansion {
   std::vector<PathTerm> terms_;
   std::vector<Data> data_;
   std::vector<Writer> writers_;
-  /// Logits of all terms, [N, d_vocab], row-major: `losses` reads them a block of rows at a time.
-  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> full_logits_;
-  Vector<Scalar> row_max_;  ///< max of each row of full_logits_: the shift of every exponential
+  Matrix<Scalar> full_logits_;  ///< logits of all terms, [N, d_vocab]
+  Vector<Scalar> row_max_;      ///< max of each row of full_logits_: the shift of every exponential
   Scalar full_loss_ = 0;
 };
 
@@ -283,13 +301,19 @@ struct PathExpansionSummary {
   /// [0]: direct only; [l + 1]: the terms last written by layers <= l; the last is full_loss.
   std::vector<Scalar> loss_by_layer;
   std::vector<HeadPathLosses<Scalar>> heads;  ///< in head order L0H0, L0H1, ...
+  /// marginal_loss of each term summarize was asked for (`marginal_terms`), in that order.
+  std::vector<Scalar> marginal;
 };
 
-/// The summary of `pe` (loss_by_order, loss_by_layer, head ablations). For a two-layer model
+/// The summary of `pe` (loss_by_order, loss_by_layer, head ablations) and the marginal losses of
+/// the terms `marginal_terms` (indices into pe.terms()), all in one pass (`losses`): ablating a
+/// layer-0 head everywhere removes the same virtual-head terms whose marginal losses are asked
+/// for, so asking here rather than calling marginal_loss costs little. For a two-layer model
 /// loss_by_order = {direct, direct+L0+L1_first_order, full} and loss_by_layer = {direct,
 /// direct+L0, full} in the reference's names.
 template <typename Scalar>
-PathExpansionSummary<Scalar> summarize(const PathExpansion<Scalar>& pe);
+PathExpansionSummary<Scalar> summarize(const PathExpansion<Scalar>& pe,
+                                       const std::vector<std::size_t>& marginal_terms = {});
 
 }  // namespace circuitry
 

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -23,9 +24,17 @@
 namespace circuitry {
 
 template <typename Scalar>
-PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
+PathExpansion<Scalar>::PathExpansion(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
+                                     ForwardResult<Scalar>&& run,
                                      const PathExpansionOptions& options)
-    : frozen_(std::move(frozen)) {
+    : PathExpansion(FrozenModel<Scalar>(model, tokens, cache_of(run)), options,
+                    std::move(run.logits)) {}
+
+template <typename Scalar>
+PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
+                                     const PathExpansionOptions& options,
+                                     Matrix<Scalar> full_logits)
+    : frozen_(std::move(frozen)), full_logits_(std::move(full_logits)) {
   const AttentionOnlyModel<Scalar>& model = frozen_.model();
   const int L = model.n_layers(), H = model.n_heads();
   const int max_order = options.max_order < 0 ? L : options.max_order;
@@ -56,17 +65,23 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
     }
     std::vector<Data> out(jobs.size());
     const LayerNorm<Scalar>& ln1 = model.layers[static_cast<std::size_t>(l)].ln1;
-    const Index n_jobs = static_cast<Index>(jobs.size());
+    const Vector<Scalar>& s1 = frozen_.ln1_scales(l);
+    const Index n_jobs = static_cast<Index>(jobs.size()), S = frozen_.seq_len();
     CIRCUITRY_OMP_PARALLEL_FOR
     for (Index j = 0; j < n_jobs; ++j) {
       const auto [t, h] = jobs[static_cast<std::size_t>(j)];
       const Data& in = data_[t];
       const Matrix<Scalar> P =
           FrozenModel<Scalar>::read_through(ln1, writers_[in.writer].W, model.head(l, h).W_V);
-      Matrix<Scalar> Y = in.Z * P;
-      Y.array().colwise() *= frozen_.ln1_scales(l).array();
-      out[static_cast<std::size_t>(j)] = {frozen_.attend({l, h}, Y),
-                                          head_writer[static_cast<std::size_t>(l * H + h)]};
+      Data& d = out[static_cast<std::size_t>(j)];
+      d.writer = head_writer[static_cast<std::size_t>(l * H + h)];
+      d.Z.resize(N, P.cols());
+      for (Index b = 0; b < frozen_.batch(); ++b) {  // A^h diag(s_l) Z P, one sequence at a time
+        const Matrix<Scalar> Y =
+            s1.segment(b * S, S).asDiagonal() * (in.Z.middleRows(b * S, S) * P);
+        d.Z.middleRows(b * S, S).noalias() =
+            frozen_.pattern({l, h}, b).template triangularView<Eigen::Lower>() * Y;  // causal
+      }
     }
     for (Data& d : out) data_.push_back(std::move(d));
 
@@ -107,10 +122,14 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
   }
 
   const std::vector<bool> all(terms_.size(), true);
-  full_logits_.noalias() = FrozenModel<Scalar>::linear_ln(model.ln_final, frozen_.ln_final_scales(),
-                                                          resid_final(all)) *
-                           model.W_U;
-  full_logits_.rowwise() += frozen_.logit_bias();
+  if (full_logits_.size() == 0) {
+    full_logits_ = frozen_.logits(resid_final(all));
+  } else if (full_logits_.rows() != N || full_logits_.cols() != model.config.d_vocab) {
+    throw argument_error("PathExpansion: the forward result's logits are " +
+                         std::to_string(full_logits_.rows()) + " x " +
+                         std::to_string(full_logits_.cols()) + ", expected " + std::to_string(N) +
+                         " x " + std::to_string(model.config.d_vocab));
+  }
   row_max_ = full_logits_.rowwise().maxCoeff();
   full_loss_ = loss(all);
 }
@@ -157,15 +176,29 @@ Matrix<Scalar> PathExpansion<Scalar>::resid_final(const std::vector<bool>& keep)
 namespace detail {
 /// Rows and columns of the tiles of logits `PathExpansion::losses` works on: one block of rows
 /// per task, its columns in chunks so that the components' tiles stay in cache.
-constexpr Index kLossTileRows = 16;
-constexpr Index kLossTileCols = 256;
+#ifndef PEX_R
+#define PEX_R 16
+#define PEX_C 64
+#endif
+constexpr int kLossTileRows = PEX_R;
+constexpr Index kLossTileCols = PEX_C;
 }  // namespace detail
 
 template <typename Scalar>
 std::vector<Scalar> PathExpansion<Scalar>::losses(
     const std::vector<std::vector<bool>>& keeps) const {
-  for (const std::vector<bool>& keep : keeps) check_mask(keep);
-  return run(plan(keeps), keeps);
+  std::vector<std::vector<bool>> unique;  // each distinct mask once (summarize: direct and full
+  std::vector<std::size_t> which;         // are both a loss_by_order and a loss_by_layer)
+  std::map<std::vector<bool>, std::size_t> seen;
+  for (const std::vector<bool>& keep : keeps) {
+    const auto it = seen.emplace(check_mask(keep), unique.size()).first;
+    if (it->second == unique.size()) unique.push_back(keep);
+    which.push_back(it->second);
+  }
+  const std::vector<Scalar> loss = run(plan(unique), unique);
+  std::vector<Scalar> out;
+  for (std::size_t k : which) out.push_back(loss[k]);
+  return out;
 }
 
 /// Each mask becomes the full logits minus the removed terms' logits or the logit bias plus the
@@ -274,23 +307,32 @@ typename PathExpansion<Scalar>::Plan PathExpansion<Scalar>::plan(
     p.minus[k] = minus <= plus;
     for (const Group& g : p.minus[k] ? removed[k] : kept[k]) p.uses[k].push_back(component(g));
   }
+  // Groups that later masks' groups now cover (summarize: the layer-1 heads' groups, once the
+  // virtual terms exist on their own) become sums too; parts have fewer terms than the whole.
+  for (const auto& [key, c] : known) {
+    Component& comp = p.components[c];
+    if (!comp.parts.empty() || comp.terms.size() < 2) continue;
+    comp.parts = cover(key);
+    if (!comp.parts.empty()) comp.Z.resize(0, 0);
+  }
   return p;
 }
 
 /// One pass over blocks of kLossTileRows rows, in parallel, each in chunks of kLossTileCols
 /// columns: per writer, one product (its products' Z rows stacked) x (M_w's chunk) gives all
-/// its components' tiles; then the sums; then each mask's logits row by row, summed into
-/// sum_j exp(logit - row_max_) and the target's logit. Every row's sums are accumulated by one
-/// thread in column order, and the rows are summed in order, so the losses do not depend on the
-/// number of threads. A row whose sum of exponentials left [1e-250, 1e250] (or met a non-finite
-/// logit) is recomputed exactly by `row_loss`.
+/// its components' tiles, then the sums are added up, then every mask's logits are formed a
+/// column at a time and sum_j exp(logit - row_max_) accumulated (detail::exp_sums, vectorised
+/// over the rows). The target's logits come from dot products. Every row's sums are accumulated
+/// by one thread in column order and the rows are summed in order, so the losses do not depend
+/// on the number of threads. A row whose sum left [1e-250, 1e250] (or met a non-finite logit)
+/// is recomputed by `row_loss`.
 template <typename Scalar>
 std::vector<Scalar> PathExpansion<Scalar>::run(const Plan& p,
                                                const std::vector<std::vector<bool>>& keeps) const {
-  using Tiles = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Index N = frozen_.rows(), V = full_logits_.cols();
-  const Index R = detail::kLossTileRows, C = std::min(detail::kLossTileCols, V);
+  constexpr int R = detail::kLossTileRows;
+  const Index N = frozen_.rows(), V = full_logits_.cols(), C = std::min(detail::kLossTileCols, V);
   const std::size_t n_comp = p.components.size(), n_masks = keeps.size();
+  const Index n_jobs = static_cast<Index>(n_masks);
   std::vector<std::vector<std::size_t>> products(writers_.size());
   std::vector<Index> slot(n_comp);  // tile rows slot * R ..: products grouped by writer, then sums
   Index n_slots = 0;
@@ -300,79 +342,135 @@ std::vector<Scalar> PathExpansion<Scalar>::run(const Plan& p,
   for (const auto& list : products) {
     for (std::size_t c : list) slot[c] = n_slots++;
   }
+  std::vector<std::size_t> sums_order;  // sums after their parts: by number of terms
   for (std::size_t c = 0; c < n_comp; ++c) {
-    if (!p.components[c].parts.empty()) slot[c] = n_slots++;
+    if (!p.components[c].parts.empty()) sums_order.push_back(c);
   }
-#ifdef CIRCUITRY_PE_DEBUG
-  { Index rk = 0, nsum = 0, adds = 0; for (auto& c : p.components) { if (c.parts.empty()) rk += writers_[c.writer].W.rows(); else { ++nsum; adds += c.parts.size(); } }
-    for (auto& u : p.uses) adds += u.size();
-    std::fprintf(stderr, "plan: %zu masks, %zu components (%ld sums), total product rank %ld, adds %ld\n", n_masks, n_comp, (long)nsum, (long)rk, (long)adds); }
-#endif
+  std::stable_sort(sums_order.begin(), sums_order.end(), [&](std::size_t a, std::size_t b) {
+    return p.components[a].terms.size() < p.components[b].terms.size();
+  });
+  for (std::size_t c : sums_order) slot[c] = n_slots++;
+  detail::TileMasks masks;
+  for (std::size_t k = 0; k < n_masks; ++k) {
+    masks.minus.push_back(p.minus[k] ? 1 : 0);
+    for (std::size_t c : p.uses[k]) masks.parts.push_back(slot[c] * R);
+    masks.begin.push_back(static_cast<Index>(masks.parts.size()));
+  }
+
   const Vector<Scalar>& s = frozen_.ln_final_scales();
   const RowVector<Scalar> bias = frozen_.logit_bias();
   const Eigen::Matrix<int, Eigen::Dynamic, 1> target = frozen_.next_tokens();
-  Eigen::MatrixXd sums = Eigen::MatrixXd::Zero(N, static_cast<Index>(n_masks));
-  Eigen::MatrixXd picked = Eigen::MatrixXd::Zero(N, static_cast<Index>(n_masks));
+  const auto Z_of = [&](const Component& c) -> const Matrix<Scalar>& {
+    return c.Z.size() != 0 ? c.Z : data_[c.terms.front()].Z;
+  };
+  // Each component's logit at each row's target, and each mask's target logit - row_max_.
+  Eigen::MatrixXd at_target = Eigen::MatrixXd::Zero(N, static_cast<Index>(n_comp));
+  Eigen::Matrix<Index, Eigen::Dynamic, 1> column(N);  // the target, 0 for rows without one
+  for (Index r = 0; r < N; ++r) column(r) = std::max(target(r), 0);
+  for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
+    if (products[wr].empty()) continue;
+    const Matrix<Scalar> G = writers_[wr].M(Eigen::all, column).transpose();  // [N, r]
+    for (std::size_t c : products[wr]) {
+      at_target.col(static_cast<Index>(c)) =
+          (s.array() * (Z_of(p.components[c]).array() * G.array()).rowwise().sum())
+              .template cast<double>();
+    }
+  }
+  for (std::size_t c : sums_order) {
+    for (std::size_t q : p.components[c].parts) {
+      at_target.col(static_cast<Index>(c)) += at_target.col(static_cast<Index>(q));
+    }
+  }
+  Eigen::MatrixXd picked(N, n_jobs), sums(N, n_jobs);
+  for (Index r = 0; r < N; ++r) {
+    if (target(r) < 0) continue;
+    for (std::size_t k = 0; k < n_masks; ++k) {
+      double v = static_cast<double>(p.minus[k] ? full_logits_(r, target(r)) : bias(target(r)));
+      for (std::size_t c : p.uses[k]) {
+        v += (p.minus[k] ? -1 : 1) * at_target(r, static_cast<Index>(c));
+      }
+      picked(r, static_cast<Index>(k)) = v - static_cast<double>(row_max_(r));
+    }
+  }
 
-  struct Work {
+  const bool avx2 = std::is_same<Scalar, double>::value && detail::has_avx2_fma();
+  struct Work {                          // per thread
     std::vector<Matrix<Scalar>> stacks;  // per writer: its products' Z rows, scaled by s_f
-    Tiles tiles;                         // [n_slots R, C]
-    Eigen::Matrix<Scalar, 1, Eigen::Dynamic> y;
+    Matrix<Scalar> tiles;                // [n_slots R, C]
+    Eigen::MatrixXd base;                // [R, C]: full logits - row_max_
+    Eigen::MatrixXd acc, raw;            // [R, masks]: sums of exp(logit - row_max_), of logits
   };
   std::vector<Work> work(static_cast<std::size_t>(detail::max_threads()));
   const Index blocks = (N + R - 1) / R;
   CIRCUITRY_OMP_PARALLEL_FOR
   for (Index blk = 0; blk < blocks; ++blk) {
     Work& w = work[static_cast<std::size_t>(detail::thread_index())];
-    if (w.y.size() == 0) {
+    if (w.base.size() == 0) {
       w.stacks.resize(writers_.size());
       for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
         w.stacks[wr].resize(static_cast<Index>(products[wr].size()) * R, writers_[wr].W.rows());
       }
-      w.tiles.resize(n_slots * R, C);
-      w.y.resize(C);
+      w.tiles.resize(std::max<Index>(n_slots, 1) * R, C);
+      w.base.resize(R, C);
     }
-    const Index r0 = blk * R, n = std::min(R, N - r0);
+    const Index r0 = blk * R, n = std::min<Index>(R, N - r0);
     for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
       for (std::size_t k = 0; k < products[wr].size(); ++k) {
-        const Component& c = p.components[products[wr][k]];
-        const Matrix<Scalar>& Z = c.Z.size() != 0 ? c.Z : data_[c.terms.front()].Z;
         auto rows = w.stacks[wr].middleRows(static_cast<Index>(k) * R, R);
-        rows.topRows(n) = s.segment(r0, n).asDiagonal() * Z.middleRows(r0, n);
+        rows.topRows(n) =
+            s.segment(r0, n).asDiagonal() * Z_of(p.components[products[wr][k]]).middleRows(r0, n);
         rows.bottomRows(R - n).setZero();
       }
     }
+    Eigen::Matrix<double, R, 1> shift = Eigen::Matrix<double, R, 1>::Zero();
+    shift.head(n) = row_max_.segment(r0, n).template cast<double>();
+    w.base.setZero();
+    w.acc.setZero(R, n_jobs);
+    w.raw.setZero(R, n_jobs);
     for (Index c0 = 0; c0 < V; c0 += C) {
       const Index cc = std::min(C, V - c0);
       for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
         if (products[wr].empty()) continue;
-        w.tiles.block(slot[products[wr][0]] * R, 0, w.stacks[wr].rows(), cc).noalias() =
-            w.stacks[wr] * writers_[wr].M.middleCols(c0, cc);
+        const Matrix<Scalar>& Zs = w.stacks[wr];
+        const Index row0 = slot[products[wr][0]] * R;
+#if CIRCUITRY_SIMD_DISPATCH
+        if constexpr (std::is_same<Scalar, double>::value) {
+          if (avx2) {
+            detail::product_avx2(Zs.data(), Zs.rows(), Zs.rows(), Zs.cols(),
+                                 writers_[wr].M.col(c0).data(), writers_[wr].M.rows(), cc,
+                                 w.tiles.data() + row0, w.tiles.rows());
+            continue;
+          }
+        }
+#endif
+        w.tiles.block(row0, 0, Zs.rows(), cc).noalias() = Zs * writers_[wr].M.middleCols(c0, cc);
       }
-      for (std::size_t c = 0; c < n_comp; ++c) {
+      for (std::size_t c : sums_order) {
         const std::vector<std::size_t>& parts = p.components[c].parts;
-        if (parts.empty()) continue;
         auto dst = w.tiles.block(slot[c] * R, 0, R, cc);
         dst = w.tiles.block(slot[parts[0]] * R, 0, R, cc);
-        for (std::size_t q = 1; q < parts.size(); ++q) dst += w.tiles.block(slot[parts[q]] * R, 0, R, cc);
-      }
-      for (std::size_t k = 0; k < n_masks; ++k) {
-        const Index col = static_cast<Index>(k);
-        for (Index i = 0; i < n; ++i) {
-          const Index r = r0 + i, t = target(r) - c0;
-          if (target(r) < 0) continue;
-          auto y = w.y.head(cc);
-          if (p.minus[k]) {
-            y = full_logits_.row(r).segment(c0, cc);
-            for (std::size_t c : p.uses[k]) y -= w.tiles.row(slot[c] * R + i).head(cc);
-          } else {
-            y = bias.segment(c0, cc);
-            for (std::size_t c : p.uses[k]) y += w.tiles.row(slot[c] * R + i).head(cc);
-          }
-          const double shift = static_cast<double>(row_max_(r));
-          sums(r, col) += detail::sum_exp(y.data(), cc, shift);
-          if (t >= 0 && t < cc) picked(r, col) = static_cast<double>(y(t)) - shift;
+        for (std::size_t q = 1; q < parts.size(); ++q) {
+          dst += w.tiles.block(slot[parts[q]] * R, 0, R, cc);
         }
+      }
+      w.base.topLeftCorner(n, cc) = full_logits_.block(r0, c0, n, cc).template cast<double>();
+      w.base.leftCols(cc).colwise() -= shift;
+      const Scalar* bias_c = bias.data() + c0;
+#if CIRCUITRY_SIMD_DISPATCH
+      if constexpr (std::is_same<Scalar, double>::value) {
+        if (avx2) {
+          detail::exp_sums_avx2<R>(masks, cc, w.base.data(), bias_c, shift.data(), w.tiles.data(),
+                                   w.tiles.rows(), w.acc.data());
+          continue;
+        }
+      }
+#endif
+      detail::exp_sums<R>(masks, cc, w.base.data(), bias_c, shift.data(), w.tiles.data(),
+                          w.tiles.rows(), w.acc.data(), w.raw.data());
+    }
+    for (Index k = 0; k < n_jobs; ++k) {
+      for (Index i = 0; i < n; ++i) {
+        sums(r0 + i, k) = std::isfinite(w.raw(i, k)) ? w.acc(i, k) : std::nan("");
       }
     }
   }
@@ -418,8 +516,9 @@ FactoredMatrix<Scalar> PathExpansion<Scalar>::circuit(std::size_t i) const {
       break;
     case PathSource::value_bias: source = frozen_.value_bias(t.source_head); break;
     case PathSource::remainder:
-      throw argument_error("PathExpansion::circuit: the remainder term 'higher_order' is a sum "
-                           "of paths and has no single circuit");
+      throw argument_error(
+          "PathExpansion::circuit: the remainder term 'higher_order' is a sum "
+          "of paths and has no single circuit");
   }
   if (t.chain.empty()) return FactoredMatrix<Scalar>(source, model.W_U);
   FactoredMatrix<Scalar> F = source * model.head(t.chain[0]).ov();
@@ -428,7 +527,8 @@ FactoredMatrix<Scalar> PathExpansion<Scalar>::circuit(std::size_t i) const {
 }
 
 template <typename Scalar>
-PathExpansionSummary<Scalar> summarize(const PathExpansion<Scalar>& pe) {
+PathExpansionSummary<Scalar> summarize(const PathExpansion<Scalar>& pe,
+                                       const std::vector<std::size_t>& marginal_terms) {
   const AttentionOnlyModel<Scalar>& model = pe.frozen().model();
   PathExpansionSummary<Scalar> s;
   s.uniform_loss = static_cast<Scalar>(std::log(static_cast<double>(model.config.d_vocab)));
@@ -449,6 +549,14 @@ PathExpansionSummary<Scalar> summarize(const PathExpansion<Scalar>& pe) {
       return !(t.order() == 1 && t.chain.size() == 1 && t.chain[0] == id);
     }));
   }
+  for (std::size_t i : marginal_terms) {
+    if (i >= pe.size()) {
+      throw argument_error("summarize: marginal term " + std::to_string(i) + " out of range [0, " +
+                           std::to_string(pe.size()) + ")");
+    }
+    masks.emplace_back(pe.size(), true);
+    masks.back().at(i) = false;
+  }
   const std::vector<Scalar> loss = pe.losses(masks);
   std::size_t next = 0;
   for (int k = 0; k <= max_order; ++k) s.loss_by_order.push_back(loss[next++]);
@@ -460,6 +568,8 @@ PathExpansionSummary<Scalar> summarize(const PathExpansion<Scalar>& pe) {
     h.without_first_order = loss[next++];
     s.heads.push_back(h);
   }
+  for (std::size_t k = 0; k < marginal_terms.size(); ++k)
+    s.marginal.push_back(loss[next++] - s.full_loss);
   return s;
 }
 
