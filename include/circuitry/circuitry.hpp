@@ -25,5 +25,6 @@
 #include "circuitry/report.hpp"
 #include "circuitry/residual_stream.hpp"
 #include "circuitry/safetensors.hpp"
+#include "circuitry/svg.hpp"
 #include "circuitry/tokenizer.hpp"
 #include "circuitry/types.hpp"
