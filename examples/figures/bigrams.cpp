@@ -21,14 +21,14 @@ nlohmann::json compute(const Args& a) {
   const TokenText text(a.tokenizer);
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& [id, count] : common_tokens(a, kRows)) {
-    const circuitry::Matrix<double> x = model.ln_final(model.W_E.row(id));
-    const circuitry::RowVector<double> logits = x * model.W_U + model.b_U.transpose();
+    const circuitry::Matrix<double> embedded = model.ln_final(model.W_E.row(id));
+    const circuitry::RowVector<double> logits = embedded * model.W_U + model.b_U.transpose();
     const double m = logits.maxCoeff();
     const double lse = m + std::log((logits.array() - m).exp().sum());
     std::vector<int> order(static_cast<std::size_t>(logits.size()));
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
-    std::partial_sort(order.begin(), order.begin() + kTop, order.end(), [&](int x, int y) {
-      return logits(x) > logits(y) || (logits(x) == logits(y) && x < y);
+    std::partial_sort(order.begin(), order.begin() + kTop, order.end(), [&](int u, int v) {
+      return logits(u) > logits(v) || (logits(u) == logits(v) && u < v);
     });
     nlohmann::json next = nlohmann::json::array();
     for (std::size_t k = 0; k < kTop; ++k) {
