@@ -26,6 +26,20 @@ inline Model load_processed(const std::string& path) {
   return m;
 }
 
+/// The processed model at `path`, or argument_error naming the figure unless it has a number of
+/// layers in [min_layers, max_layers].
+inline Model load_processed(const std::string& path, const std::string& figure, int min_layers,
+                            int max_layers = 1 << 20) {
+  Model m = load_processed(path);
+  if (m.n_layers() < min_layers || m.n_layers() > max_layers) {
+    throw circuitry::argument_error("figure " + figure + ": needs a model with " +
+                                    std::to_string(min_layers) +
+                                    (max_layers == min_layers ? "" : " or more") + " layers, '" +
+                                    path + "' has " + std::to_string(m.n_layers()));
+  }
+  return m;
+}
+
 /// "attn-only-2l" for "examples/models/attn-only-2l.safetensors".
 inline std::string model_stem(const std::string& path) {
   return std::filesystem::path(path).stem().string();

@@ -13,11 +13,7 @@ namespace figures {
 namespace composition_figure {
 
 nlohmann::json compute(const Args& a) {
-  const Model model = load_processed(a.model);
-  if (model.n_layers() < 2) {
-    throw circuitry::argument_error("figure composition: needs a model with two or more layers, '" +
-                                    a.model + "' has " + std::to_string(model.n_layers()));
-  }
+  const Model model = load_processed(a.model, "composition", 2);
   const int H = model.n_heads();
   const circuitry::CompositionBaseline base =
       circuitry::composition_baseline(model.config.d_model, model.config.d_head, 50);

@@ -76,11 +76,7 @@ Snippet find_repeated_line(const Args& a, const circuitry::Tokenizer& tok, Index
 }
 
 nlohmann::json compute(const Args& a) {
-  const Model model = load_processed(a.model);
-  if (model.n_layers() < 2) {
-    throw circuitry::argument_error("figure induction-heads: needs two or more layers, '" +
-                                    a.model + "' has " + std::to_string(model.n_layers()));
-  }
+  const Model model = load_processed(a.model, "induction-heads", 2);
   const TokenText text(a.tokenizer);
   circuitry::ForwardOptions fo;
   fo.cache = true;

@@ -14,11 +14,7 @@ namespace figures {
 namespace induction_signature_figure {
 
 nlohmann::json compute(const Args& a) {
-  const Model model = load_processed(a.model);
-  if (model.n_layers() < 2) {
-    throw circuitry::argument_error("figure induction-signature: needs two or more layers, '" +
-                                    a.model + "' has " + std::to_string(model.n_layers()));
-  }
+  const Model model = load_processed(a.model, "induction-signature", 2);
   const circuitry::Tokens tokens = circuitry::read_tokens_json(a.tokens + "/repeated-10x101.json");
   circuitry::ForwardOptions fo;
   fo.cache = true;

@@ -14,11 +14,7 @@ namespace figures {
 namespace term_importance_figure {
 
 nlohmann::json compute(const Args& a) {
-  const Model model = load_processed(a.model);
-  if (model.n_layers() != 2) {
-    throw circuitry::argument_error("figure term-importance: needs a two-layer model, '" + a.model +
-                                    "' has " + std::to_string(model.n_layers()));
-  }
+  const Model model = load_processed(a.model, "term-importance", 2, 2);
   const circuitry::Tokens tokens = circuitry::read_tokens_json(a.tokens + "/eval-batch-8x256.json");
   nlohmann::json report;
   circuitry::report_tokens(model, tokens, report);
