@@ -4,6 +4,7 @@
 
 #include <Eigen/Eigenvalues>
 #include <circuitry/circuits.hpp>
+#include <circuitry/composition.hpp>
 
 #include "support/random_model.hpp"
 #include "support/reference.hpp"
@@ -155,4 +156,77 @@ TEST_CASE("asking for a head the model does not have names it") {
   CHECK_THROWS_WITH_AS(full_ov_circuit(model, {2, 0}),
                        "[circuitry.argument_error] no head L2H0 in a model of 2 layers x 3 heads",
                        argument_error);
+}
+
+// ---- Numerical edge cases (README, "Robustness") -------------------------------------------
+
+TEST_CASE_TEMPLATE("copying_score is defined for every finite spectrum", Scalar, float, double) {
+  using C = std::complex<Scalar>;
+  auto score = [](std::vector<C> v) {
+    return copying_score<Scalar>(Eigen::Map<ComplexVector<Scalar>>(v.data(), Index(v.size())));
+  };
+  CHECK(score({}) == 0);                    // no eigenvalue
+  CHECK(score({C(0), C(0), C(0)}) == 0);    // a head that writes nothing
+  CHECK(score({C(2), C(0.5), C(0)}) == 1);  // positive reals: copying
+  CHECK(score({C(-2), C(-1)}) == -1);       // negative reals
+  CHECK(score({C(0, 1), C(0, -1)}) == 0);   // a rotation: no sign
+  CHECK(score({C(3), C(-1)}) == doctest::Approx(0.5));
+  // Near the largest float, the sums would overflow to inf / inf: they are taken scaled.
+  const Scalar big = std::numeric_limits<Scalar>::max() / 2;
+  CHECK(score({C(big), C(big), C(-big)}) == doctest::Approx(1.0 / 3));
+  // Subnormal eigenvalues keep their score.
+  const Scalar tiny = std::numeric_limits<Scalar>::denorm_min();
+  CHECK(score({C(2 * tiny), C(tiny), C(-tiny)}) == doctest::Approx(0.5));
+  // Not finite: NaN, never a number that looks like an answer.
+  CHECK(std::isnan(score({C(1), C(std::numeric_limits<Scalar>::infinity())})));
+  CHECK(std::isnan(score({C(std::numeric_limits<Scalar>::quiet_NaN())})));
+}
+
+TEST_CASE_TEMPLATE("an all-zero head has zero spectra, norms and composition, and score 0", Scalar,
+                   float, double) {
+  auto model = test::random_model<Scalar>(small_spec());
+  auto& zero = model.layers[0].heads[1];
+  zero.W_O.setZero();  // OV = 0
+  zero.W_K.setZero();  // QK = 0
+  const HeadId id{0, 1};
+  const EmbeddingGrams<Scalar> grams(model);
+  for (const auto& spectrum :
+       {ov_eigenvalues(model, id), qk_eigenvalues(model, id), full_ov_eigenvalues(model, grams, id),
+        full_qk_eigenvalues(model, grams, id)}) {
+    CHECK(spectrum == ComplexVector<Scalar>::Zero(small_spec().d_head));
+    CHECK(copying_score(spectrum) == 0);
+  }
+  CHECK(full_ov_frobenius(model, grams, id) == 0);
+  CHECK(full_qk_frobenius(model, grams, id) == 0);
+  CHECK(full_ov_circuit(model, id).singular_values() == Vector<Scalar>::Zero(small_spec().d_head));
+  for (const auto type : {CompositionType::Q, CompositionType::K, CompositionType::V}) {
+    const auto scores = composition_scores(model, type);
+    for (int h = 0; h < 3; ++h) CHECK(scores(id, {1, h}) == 0);
+  }
+  // Every entry of its full OV circuit ties with the diagonal: top-1 by the documented rule.
+  CHECK(full_ov_copying_accuracy(model, id).top1 == 1.0);
+}
+
+TEST_CASE("float weights whose circuit overflows float are a numerical_error; double copes") {
+  auto model = test::random_model<double>(small_spec());
+  auto& h = model.layers[0].heads[0];
+  h.W_V *= 1e20;  // OV = W_V W_O: entries near 1e40, past float's 3.4e38
+  h.W_O *= 1e20;
+  const AttentionOnlyModel<float> narrow = model.cast<float>();
+  CHECK_THROWS_WITH_AS(ov_eigenvalues(narrow, {0, 0}),
+                       "[circuitry.numerical_error] eigenvalues of the OV circuit of L0H0: the "
+                       "matrix holds NaN or infinity, or an eigenvalue overflows",
+                       numerical_error);
+  const auto wide = ov_eigenvalues(model, {0, 0});
+  CHECK(wide.allFinite());
+  // Scaled down by 1e40 the same head is ordinary, and its score does not depend on scale.
+  h.W_V /= 1e20;
+  h.W_O /= 1e20;
+  const double score = copying_score(ov_eigenvalues(model, {0, 0}));
+  CHECK(copying_score(wide) == doctest::Approx(score).epsilon(1e-9));
+  // Large but representable in float (entries near 1e36): the same score.
+  h.W_V *= 1e18;
+  h.W_O *= 1e18;
+  CHECK(copying_score(ov_eigenvalues(model.cast<float>(), {0, 0})) ==
+        doctest::Approx(score).epsilon(1e-3));
 }

@@ -1,6 +1,7 @@
 // Tests of circuitry/config.hpp: ModelConfig's JSON round trip, partial overrides, the enum
 // values, and one test per bad value, each pinning its message.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -223,7 +224,7 @@ TEST_CASE("read_config_file reads a complete config from a JSON file") {
     const TempFile file(R"({"n_layers": 2, "n_heads": 8, "d_model": 256, "d_head": 32})");
     CHECK_THROWS_WITH_AS(circuitry::read_config_file(file.path),
                          ("[circuitry.config_error] config file '" + file.path +
-                          "': 'd_vocab' must be a positive integer, found 0")
+                          "': 'd_vocab' is missing, expected a positive integer")
                              .c_str(),
                          config_error);
   }
@@ -243,7 +244,105 @@ TEST_CASE("read_config_file reads a complete config from a JSON file") {
 
 TEST_CASE("read_config_file of a missing file throws io_error naming it") {
   const std::string path = "/tmp/circuitry_config_no_such_file_" + std::to_string(::getpid());
-  CHECK_THROWS_WITH_AS(circuitry::read_config_file(path),
-                       ("[circuitry.io_error] cannot open config file '" + path + "'").c_str(),
+  CHECK_THROWS_WITH_AS(
+      circuitry::read_config_file(path),
+      ("[circuitry.io_error] cannot open config file '" + path + "': No such file or directory")
+          .c_str(),
+      circuitry::io_error);
+}
+
+// ---- Hostile files (README, "Robustness") ---------------------------------------------------
+
+TEST_CASE("A directory or a FIFO given as the config file is an io_error, without blocking") {
+  char name[] = "/tmp/circuitry_config_dir_XXXXXX";
+  REQUIRE(::mkdtemp(name) != nullptr);
+  const std::string dir = name;
+  CHECK_THROWS_WITH_AS(
+      circuitry::read_config_json_file(dir),
+      ("[circuitry.io_error] config file '" + dir + "' is a directory, expected a JSON file")
+          .c_str(),
+      circuitry::io_error);
+  const std::string fifo = dir + "/config.json";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);  // opening it would block until a writer comes
+  CHECK_THROWS_WITH_AS(circuitry::read_config_file(fifo),
+                       ("[circuitry.io_error] config file '" + fifo +
+                        "' is not a regular file, expected a JSON file")
+                           .c_str(),
                        circuitry::io_error);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("An empty config file, or one of whitespace, is not valid JSON") {
+  for (const char* text : {"", " \n"}) {
+    const TempFile file(text);
+    CHECK_THROWS_WITH_AS(
+        circuitry::read_config_file(file.path),
+        doctest::Contains(("config file '" + file.path + "': not valid JSON").c_str()),
+        config_error);
+  }
+}
+
+TEST_CASE("A JSON nesting bomb is refused before it is parsed") {
+  // Quoting the value in the message recurses once per level (nlohmann's dump): before the depth
+  // check, a million levels overflowed the stack (a segmentation fault, not an error).
+  const std::string bomb =
+      "{\"n_layers\": " + std::string(1000000, '[') + std::string(1000000, ']') + "}";
+  CHECK_THROWS_WITH_AS(circuitry::parse_config_text(bomb, "ctx"),
+                       "[circuitry.config_error] ctx: not a config: the JSON nests more than 64 "
+                       "levels deep (at byte 76), expected an object of keys and values",
+                       config_error);
+  // 64 levels are parsed; the value is then refused for its type.
+  const std::string deep = "{\"n_layers\": " + std::string(63, '[') + std::string(63, ']') + "}";
+  ModelConfig c;
+  CHECK_THROWS_WITH_AS(
+      circuitry::apply_config_json(c, circuitry::parse_config_text(deep, "ctx"), "ctx"),
+      doctest::Contains("ctx: 'n_layers' must be a positive integer, found "
+                        "[[[[[[[["),
+      config_error);
+}
+
+TEST_CASE("Huge numbers and wrong types are config_errors quoting a shortened value") {
+  ModelConfig c;
+  const auto error_of = [&](const std::string& text) -> std::string {
+    try {
+      circuitry::apply_config_json(c, circuitry::parse_config_text(text, "ctx"), "ctx");
+    } catch (const config_error& e) {
+      return e.what();
+    }
+    return "no config_error";
+  };
+  const std::string ctx = "[circuitry.config_error] ctx: ";
+  CHECK(error_of(R"({"n_heads": 1073741825})") ==
+        ctx + "'n_heads' must be a positive integer, found 1073741825");
+  CHECK(error_of(R"({"n_heads": 1073741824})") == "no config_error");  // 2^30 is the limit
+  CHECK(error_of(R"({"d_model": 18446744073709551615})") ==
+        ctx + "'d_model' must be a positive integer, found 18446744073709551615");
+  CHECK(error_of(R"({"d_model": 1e30})") ==
+        ctx + "'d_model' must be a positive integer, found 1e+30");
+  CHECK(error_of(R"({"n_ctx": true})") == ctx + "'n_ctx' must be a positive integer, found true");
+  CHECK(error_of(R"({"n_ctx": null})") == ctx + "'n_ctx' must be a positive integer, found null");
+  CHECK(error_of(R"({"n_ctx": {}})") == ctx + "'n_ctx' must be a positive integer, found {}");
+  CHECK(error_of(R"({"eps": "1e-5"})") ==
+        ctx + "'eps' must be a non-negative number, found \"1e-5\"");
+  CHECK(error_of(R"({"layer_norm_eps": []})") ==
+        ctx + "'layer_norm_eps' must be a non-negative number, found []");
+  CHECK_THROWS_WITH_AS(circuitry::parse_config_text(R"({"eps": 1e999})", "ctx"),
+                       doctest::Contains("ctx: not valid JSON (number overflow parsing '1e999')"),
+                       config_error);
+  // nlohmann's message quotes the whole token: a number of a million digits is cut to ~200.
+  try {
+    circuitry::parse_config_text("{\"eps\": " + std::string(1000000, '9') + "}", "ctx");
+    FAIL("a million-digit number parsed");
+  } catch (const config_error& e) {
+    CHECK(std::string(e.what()).size() < 300);
+    CHECK(std::string(e.what()).find("number overflow parsing '999") != std::string::npos);
+  }
+  // 1e308 is a finite, non-negative number: a valid eps, as far as the config goes.
+  CHECK(error_of(R"({"eps": 1e308})") == "no config_error");
+  // A value of a megabyte is quoted in 80 characters.
+  const std::string long_value = "{\"normalization_type\": \"" + std::string(1000000, 'x') + "\"}";
+  const std::string message = error_of(long_value);
+  CHECK(message.size() < 200);
+  CHECK(message.find("found \"xxxxxxxx") != std::string::npos);
+  CHECK(message.substr(message.size() - 3) == "...");
 }

@@ -122,5 +122,13 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
                        doctest::Contains(("token file '" + ragged + "'").c_str()), argument_error);
   const std::string empty = write_temp("empty.json", "[]");
   CHECK_THROWS_WITH_AS(read_tokens_json(empty), doctest::Contains("empty batch"), argument_error);
-  for (const auto& p : {not_json, object, bad_id, ragged, empty}) std::remove(p.c_str());
+  const std::string bomb =
+      write_temp("bomb.json", std::string(100000, '[') + std::string(100000, ']'));
+  CHECK_THROWS_WITH_AS(read_tokens_json(bomb),
+                       ("[circuitry.format_error] token file '" + bomb +
+                        "': the JSON nests more than 64 levels deep (at byte 64), expected an "
+                        "array of token sequences")
+                           .c_str(),
+                       format_error);
+  for (const auto& p : {not_json, object, bad_id, ragged, empty, bomb}) std::remove(p.c_str());
 }

@@ -374,7 +374,7 @@ TEST_CASE_TEMPLATE(
   CHECK(f.try_eigenvalues().info != Eigen::Success);
   CHECK_THROWS_WITH_AS(f.eigenvalues(),
                        "[circuitry.numerical_error] FactoredMatrix::eigenvalues: the 3x3 matrix "
-                       "BA holds NaN or infinity",
+                       "BA holds NaN or infinity, or an eigenvalue overflows",
                        circuitry::numerical_error);
   CHECK_THROWS_AS(f.singular_values(), circuitry::numerical_error);
   CHECK_THROWS_AS(f.thin_svd(), circuitry::numerical_error);

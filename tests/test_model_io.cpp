@@ -3,6 +3,7 @@
 // Broken files are the tiny model's tensors copied byte for byte into a SafetensorsWriter, with
 // one change, and read back with SafetensorsFile::from_bytes.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -481,4 +482,89 @@ TEST_CASE("load_model of a missing file is an io_error naming it") {
   const std::string path = "/tmp/circuitry_model_io_missing_" + std::to_string(::getpid());
   CHECK_THROWS_WITH_AS(circuitry::load_model<float>(path), doctest::Contains(path.c_str()),
                        circuitry::io_error);
+}
+
+// ---- Hostile files (README, "Robustness") ---------------------------------------------------
+
+TEST_CASE("load_model of a directory, a FIFO or an empty file is an io_error naming it") {
+  const TempDir dir;
+  CHECK_THROWS_WITH_AS(circuitry::load_model<float>(dir.path.string()),
+                       ("[circuitry.io_error] file '" + dir.path.string() +
+                        "': is a directory, expected a regular file")
+                           .c_str(),
+                       circuitry::io_error);
+  const std::string fifo = dir.file("model.safetensors");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);  // opening it would block: it must not be opened
+  CHECK_THROWS_WITH_AS(
+      circuitry::load_model<double>(fifo),
+      ("[circuitry.io_error] file '" + fifo + "': is a FIFO, expected a regular file").c_str(),
+      circuitry::io_error);
+  const std::string empty = dir.file("empty.safetensors");
+  std::ofstream(empty).close();
+  CHECK_THROWS_WITH_AS(circuitry::load_model<float>(empty),
+                       doctest::Contains(("file '" + empty + "': is empty").c_str()),
+                       circuitry::io_error);
+}
+
+TEST_CASE("A hostile config in the metadata is a config_error naming the file") {
+  const SafetensorsFile file = SafetensorsFile::open(model_path(tiny));
+  const auto with_config = [&](const std::string& config) {
+    Rewrite rewrite;
+    SafetensorsWriter w = rewrite.writer(file);
+    w.set_metadata("config", config);
+    return SafetensorsFile::from_bytes(w.bytes(), "m.safetensors");
+  };
+  const std::string where = "[circuitry.config_error] file 'm.safetensors': metadata 'config': ";
+  SUBCASE("a nesting bomb is refused before parsing") {
+    const std::string bomb = "{\"n_layers\": " + std::string(1000000, '[') + "}";
+    CHECK_THROWS_WITH_AS(
+        circuitry::load_model<float>(with_config(bomb)),
+        (where + "not a config: the JSON nests more than 64 levels deep (at byte 76), "
+                 "expected an object of keys and values")
+            .c_str(),
+        circuitry::config_error);
+  }
+  SUBCASE("a dimension past 2^30, or past 2^64") {
+    CHECK_THROWS_WITH_AS(circuitry::load_model<float>(with_config(R"({"d_model": 1073741825})")),
+                         (where + "'d_model' must be a positive integer, found 1073741825").c_str(),
+                         circuitry::config_error);
+    CHECK_THROWS_WITH_AS(
+        circuitry::load_model<float>(with_config(R"({"d_vocab": 18446744073709551615})")),
+        (where + "'d_vocab' must be a positive integer, found 18446744073709551615").c_str(),
+        circuitry::config_error);
+    CHECK_THROWS_WITH_AS(
+        circuitry::load_model<float>(with_config(R"({"d_vocab": 1e999})")),
+        doctest::Contains((where + "not valid JSON (number overflow parsing '1e999')").c_str()),
+        circuitry::config_error);
+  }
+  SUBCASE("a config that is not an object") {
+    CHECK_THROWS_WITH_AS(circuitry::load_model<float>(with_config("[2, 8]")),
+                         (where + "expected a JSON object, found array").c_str(),
+                         circuitry::config_error);
+  }
+}
+
+TEST_CASE("Every weight is checked for NaN and infinity, the message naming tensor and index") {
+  const SafetensorsFile file = SafetensorsFile::open(model_path(tiny));
+  // The last element of every tensor the model reads, in turn.
+  for (const circuitry::TensorInfo& t : file.tensors()) {
+    CAPTURE(t.name);
+    Rewrite rewrite;
+    rewrite.keep_metadata = true;
+    rewrite.edit = [&](const std::string& name, std::vector<std::int64_t>&,
+                       std::vector<std::uint8_t>& bytes) {
+      if (name == t.name)
+        poke_f32(bytes, static_cast<std::int64_t>(bytes.size() / 4) - 1,
+                 -std::numeric_limits<float>::infinity());
+    };
+    const SafetensorsFile bad = rewrite.apply(file, "inf.safetensors");
+    CHECK_THROWS_WITH_AS(
+        circuitry::load_model<float>(bad),
+        doctest::Contains(("tensor '" + t.name + "' holds -inf at index [").c_str()),
+        circuitry::numerical_error);
+    // ... unless the check is off: then the infinity is loaded as it is.
+    LoadOptions unchecked;
+    unchecked.check_finite = false;
+    CHECK_NOTHROW(circuitry::load_model<float>(bad, unchecked));
+  }
 }

@@ -387,8 +387,23 @@ TEST_CASE("a header length over the 100 MB cap is rejected before allocating") {
       SafetensorsFile::from_bytes(file_with_header("{}", 0, UINT64_MAX - 1), "bad.safetensors"),
       BAD "header length 18446744073709551614 exceeds the limit of 100000000 bytes",
       circuitry::format_error);
-  CHECK_THROWS_AS(SafetensorsFile::from_bytes(file_with_header("{}", 0, 100000001)),
-                  circuitry::format_error);
+  CHECK_THROWS_WITH_AS(
+      SafetensorsFile::from_bytes(file_with_header("{}", 0, 100000001), "bad.safetensors"),
+      BAD "header length 100000001 exceeds the limit of 100000000 bytes", circuitry::format_error);
+  // The cap itself is allowed: this one fails only because the file is shorter.
+  CHECK_THROWS_WITH_AS(
+      SafetensorsFile::from_bytes(file_with_header("{}", 0, 100000000), "bad.safetensors"),
+      BAD "header length 100000000 exceeds the 2 bytes after the 8-byte length",
+      circuitry::format_error);
+}
+
+TEST_CASE("a file of zero bytes past the length, or of zeros only, is rejected") {
+  CHECK_THROWS_WITH_AS(
+      SafetensorsFile::from_bytes(std::vector<std::uint8_t>(8, 0), "bad.safetensors"),
+      doctest::Contains(BAD "header is not valid JSON: parse error"), circuitry::format_error);
+  CHECK_THROWS_WITH_AS(
+      SafetensorsFile::from_bytes(std::vector<std::uint8_t>(64, 0), "bad.safetensors"),
+      doctest::Contains(BAD "header is not valid JSON"), circuitry::format_error);
 }
 
 TEST_CASE("a header that is not JSON is rejected with the parser's position") {
@@ -408,8 +423,21 @@ TEST_CASE("a deeply nested header is rejected before parsing") {
                      BAD
                      "header nests more than 64 levels deep (at byte 68 of the header), "
                      "expected 3 levels");
+  // Objects count as much as arrays; a million levels are rejected as fast as 65.
+  std::string objects;
+  for (int i = 0; i < 1000000; ++i) objects += "{\"a\":";
+  CHECK_FORMAT_ERROR(objects, 0,
+                     BAD
+                     "header nests more than 64 levels deep (at byte 320 of the header), "
+                     "expected 3 levels");
   // Brackets inside strings do not count.
   CHECK_NOTHROW(parse(R"({"__metadata__":{"k":")" + std::string(1000, '[') + R"(\""}})"));
+  // The limit is 64 levels: the 65th opening bracket is the one reported.
+  const std::string deep = std::string(64, '[') + std::string(64, ']');
+  CHECK(circuitry::detail::json_too_deep_at(deep.data(), deep.data() + deep.size()) ==
+        std::string::npos);
+  const std::string deeper = "[" + deep + "]";
+  CHECK(circuitry::detail::json_too_deep_at(deeper.data(), deeper.data() + deeper.size()) == 64);
 }
 
 TEST_CASE("a header that is not an object is rejected") {
@@ -459,6 +487,12 @@ TEST_CASE("a shape whose element count overflows 64 bits is rejected") {
   CHECK_FORMAT_ERROR(
       R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})", 4,
       BAD "tensor 'a': shape [4294967296, 4294967296] has more elements than 64 bits can count");
+  // The element count fits, but not times the dtype size (2^62 F64 elements: 2^65 bytes).
+  CHECK_FORMAT_ERROR(
+      R"({"a": {"dtype": "F64", "shape": [4611686018427387904], "data_offsets": [0, 0]}})", 0,
+      BAD
+      "tensor 'a': data_offsets [0, 0) hold 0 bytes, but shape [4611686018427387904] of F64 "
+      "needs more than 2^64");
   // ... unless a zero dimension makes the tensor empty.
   const auto file = parse(
       R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296, 0], "data_offsets": [0, 0]}})");
@@ -474,6 +508,22 @@ TEST_CASE("malformed data_offsets are rejected") {
                      BAD "tensor 'a': data_offsets[0] is -4, expected a non-negative integer");
   CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4.0]}})", 4,
                      BAD "tensor 'a': data_offsets[1] is 4.0, expected a non-negative integer");
+}
+
+TEST_CASE("data_offsets that overflow 64 bits, or ending past the file, are rejected") {
+  // 2^64 does not fit an integer: JSON gives a float.
+  CHECK_FORMAT_ERROR(
+      R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 18446744073709551616]}})", 4,
+      BAD "tensor 'a': data_offsets[1] is 1.8446744073709552e+19, expected a non-negative integer");
+  CHECK_FORMAT_ERROR(
+      R"({"a": {"dtype": "U8", "shape": [1], "data_offsets": [18446744073709551614, 18446744073709551615]}})",
+      4,
+      BAD
+      "tensor 'a': data_offsets [18446744073709551614, 18446744073709551615) end past the 4-byte "
+      "data section");
+  CHECK_FORMAT_ERROR(
+      R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [-9223372036854775809, 4]}})", 4,
+      BAD "tensor 'a': data_offsets[0] is -9.223372036854776e+18, expected a non-negative integer");
 }
 
 TEST_CASE("data_offsets with begin after end are rejected") {
@@ -497,6 +547,14 @@ TEST_CASE("overlapping tensors are rejected") {
   CHECK_FORMAT_ERROR(R"({"b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]},
                          "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})",
                      24, BAD "tensors 'a' at [0, 16) and 'b' at [8, 24) overlap");
+  // The same range twice, and one range inside another.
+  CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         "b": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}})",
+                     8, BAD "tensors 'a' at [0, 8) and 'b' at [0, 8) overlap");
+  CHECK_FORMAT_ERROR(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                         "b": {"dtype": "U8", "shape": [4], "data_offsets": [4, 8]},
+                         "c": {"dtype": "U8", "shape": [4], "data_offsets": [12, 16]}})",
+                     16, BAD "tensors 'a' at [0, 16) and 'b' at [4, 8) overlap");
   // Gaps, trailing bytes and empty tensors are fine.
   const auto file = parse(R"({"b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
                               "e": {"dtype": "F32", "shape": [0], "data_offsets": [9, 9]},

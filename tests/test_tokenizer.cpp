@@ -1,6 +1,8 @@
 // Tests of tokenizer.hpp: the byte-level BPE tokenizer against the token file made by Hugging
 // Face's tokenizers, hand-checked cases, and the messages for bad input.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -535,4 +537,107 @@ TEST_CASE("Ids out of range are refused with argument_error naming the id and vo
                        "[circuitry.argument_error] Tokenizer::token: token id 1 has no token in "
                        "'holes.json'",
                        circuitry::argument_error);
+}
+
+// ---- Hostile files (README, "Robustness") ---------------------------------------------------
+
+TEST_CASE("A FIFO given as tokenizer.json is refused without blocking") {
+  const std::string fifo = (std::filesystem::temp_directory_path() /
+                            ("circuitry_test_fifo_" + std::to_string(::getpid())))
+                               .string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(Tokenizer::from_file(fifo),
+                       ("[circuitry.io_error] file '" + fifo +
+                        "': is not a regular file, expected a tokenizer.json file")
+                           .c_str(),
+                       circuitry::io_error);
+  std::remove(fifo.c_str());
+}
+
+TEST_CASE("A JSON nesting bomb is refused before it is parsed") {
+  const std::string bomb = "{\"model\": " + std::string(1000000, '[') + "}";
+  CHECK_THROWS_WITH_AS(Tokenizer::from_json_text(bomb, "x.json"),
+                       "[circuitry.format_error] file 'x.json': the JSON nests more than 64 levels "
+                       "deep (at byte 73), expected a tokenizer.json object",
+                       circuitry::format_error);
+  // The shipped file nests 4 levels.
+  CHECK_NOTHROW(shipped());
+}
+
+TEST_CASE("Ids far past the number of tokens are refused: the tables would not fit the file") {
+  const auto load = [](const json& j) { return Tokenizer::from_json_text(j.dump(), "x.json"); };
+  json j{{"pre_tokenizer", {{"type", "ByteLevel"}}},
+         {"model", {{"vocab", {{"a", 0}, {"b", 16777215}}}, {"merges", json::array()}}}};
+  // 2 tokens, 2^24 ids: a gigabyte of tables for a 70-byte file.
+  CHECK_THROWS_WITH_AS(load(j),
+                       "[circuitry.format_error] file 'x.json': 'model.vocab.b' is 16777215, but "
+                       "the file lists 2 tokens: ids may leave at most 65536 unused",
+                       circuitry::format_error);
+  j["model"]["vocab"]["b"] = 65537;  // 2 + 65536 - 1: the largest id allowed
+  CHECK(load(j).vocab_size() == 65538);
+  j["model"]["vocab"]["b"] = 16777216;
+  CHECK_THROWS_WITH_AS(load(j),
+                       "[circuitry.format_error] file 'x.json': 'model.vocab.b' is 16777216, "
+                       "expected a token id (an integer in [0, 16777216))",
+                       circuitry::format_error);
+  j["model"]["vocab"]["b"] = 18446744073709551615ULL;
+  CHECK_THROWS_WITH_AS(load(j),
+                       "[circuitry.format_error] file 'x.json': 'model.vocab.b' is "
+                       "18446744073709551615, expected a token id (an integer in [0, 16777216))",
+                       circuitry::format_error);
+  j["model"]["vocab"]["b"] = 1e30;
+  CHECK_THROWS_WITH_AS(load(j),
+                       "[circuitry.format_error] file 'x.json': 'model.vocab.b' is 1e+30, expected "
+                       "a token id (an integer in [0, 16777216))",
+                       circuitry::format_error);
+}
+
+TEST_CASE("Wrong types and missing fields name the key") {
+  const auto error_of = [](const json& j) -> std::string {
+    try {
+      Tokenizer::from_json_text(j.dump(), "x.json");
+    } catch (const circuitry::format_error& e) {
+      return e.what();
+    }
+    return "no format_error";
+  };
+  const std::string file = "[circuitry.format_error] file 'x.json': ";
+  json j = tiny_tokenizer({}, json::array());
+  REQUIRE(error_of(j) == "no format_error");
+  json k = j;
+  k.erase("model");
+  CHECK(error_of(k) == file + "'model' is missing, expected an object");
+  k = j;
+  k["model"]["merges"] = nullptr;
+  CHECK(error_of(k) == file + "'model.merges' is missing, expected an array of merges");
+  k["model"]["merges"] = "a b";
+  CHECK(error_of(k) == file + "'model.merges' is 'a b', expected an array of merges");
+  k = j;
+  k["model"]["vocab"]["a"] = "97";
+  CHECK(error_of(k) ==
+        file + "'model.vocab.a' is '97', expected a token id (an integer in [0, 16777216))");
+  k = j;
+  k["added_tokens"] = {{{"id", 5}, {"content", "<s>"}, {"special", "yes"}}};
+  CHECK(error_of(k) == file + "'added_tokens[0].special' is 'yes', expected a boolean");
+  k["added_tokens"] = json::object();
+  CHECK(error_of(k) == file + "'added_tokens' is an object, expected an array");
+  k = j;
+  k["decoder"] = {{"type", 7}};
+  CHECK(error_of(k) == file + "'decoder.type' is 7, expected a string");
+}
+
+TEST_CASE("Many added tokens load in linear time") {
+  // Each new added token took the maximum over all earlier ones: quadratic, minutes for a
+  // (hostile) file of a few hundred thousand added tokens.
+  json j = tiny_tokenizer({}, json::array());
+  json added = json::array();
+  for (int i = 0; i < 50000; ++i) {
+    added.push_back({{"id", 256 + i}, {"content", "<t" + std::to_string(i) + ">"}});
+  }
+  j["added_tokens"] = added;
+  const Tokenizer tok = Tokenizer::from_json_text(j.dump(), "many.json");
+  CHECK(tok.vocab_size() == 256 + 50000);
+  CHECK(tok.encode("<t49999><t7>") == std::vector<int>{256 + 49999, 256 + 7});
+  // Finding them is a walk down a trie, not a scan of the 50000 tokens at every '<'.
+  CHECK(tok.encode(std::string(200000, '<')).size() == 200000);
 }

@@ -28,6 +28,9 @@
 
 #include <Eigen/Eigenvalues>
 #include <algorithm>
+#include <cmath>
+#include <complex>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -59,28 +62,50 @@ FactoredMatrix<Scalar> direct_path(const AttentionOnlyModel<Scalar>& model) {
   return FactoredMatrix<Scalar>(model.W_E, model.W_U);
 }
 
-/// Re(sum λ) / sum |λ|. An all-zero spectrum (a head that writes nothing) has no sign: its score
-/// is defined as 0.
+/// Re(sum λ) / sum |λ|, in [-1, 1]. Defined for every finite spectrum:
+///  - an all-zero (or empty) spectrum, a head that writes nothing, has no sign: its score is 0;
+///  - the sums are taken on λ / max|λ| (a power of two, exact), so a float spectrum near 1e38
+///    does not overflow to inf / inf, nor one of subnormals lose its digits;
+///  - a spectrum holding NaN or infinity gives NaN (the eigenvalue functions never return one:
+///    they throw numerical_error instead).
 template <typename Scalar>
 Scalar copying_score(const ComplexVector<Scalar>& eigenvalues) {
-  Scalar total_abs = 0;
-  std::complex<Scalar> total = 0;
+  Scalar largest = 0;
   for (Index i = 0; i < eigenvalues.size(); ++i) {
-    total += eigenvalues(i);
-    total_abs += std::abs(eigenvalues(i));
+    const std::complex<Scalar> v = eigenvalues(i);
+    if (!std::isfinite(v.real()) || !std::isfinite(v.imag())) {
+      return std::numeric_limits<Scalar>::quiet_NaN();
+    }
+    largest = std::max({largest, std::abs(v.real()), std::abs(v.imag())});
   }
-  return total_abs > Scalar(0) ? total.real() / total_abs : Scalar(0);
+  if (largest == Scalar(0)) return Scalar(0);
+  int exponent = 0;
+  std::frexp(largest, &exponent);
+  Scalar total_real = 0;
+  Scalar total_abs = 0;
+  for (Index i = 0; i < eigenvalues.size(); ++i) {
+    const std::complex<Scalar> v(std::ldexp(eigenvalues(i).real(), -exponent),
+                                 std::ldexp(eigenvalues(i).imag(), -exponent));
+    total_real += v.real();
+    total_abs += std::abs(v);
+  }
+  // |sum Re λ| <= sum |λ| in exact arithmetic; clamp the rounding so the score stays in [-1, 1].
+  return std::max(Scalar(-1), std::min(Scalar(1), total_real / total_abs));
 }
 
 namespace detail {
 /// Eigenvalues of a small dense square matrix (detail/eigenvalues.hpp); numerical_error naming
-/// `what` if every eigensolver fails or the matrix holds NaN or infinity.
+/// `what` if every eigensolver fails, the matrix holds NaN or infinity (e.g. a float product of
+/// weights that overflowed), or an eigenvalue overflows.
+/// (`max_iterations`: detail/eigenvalues.hpp; 0, Eigen's default, except in tests.)
 template <typename Scalar>
-ComplexVector<Scalar> small_eigenvalues(const Matrix<Scalar>& m, const std::string& what) {
+ComplexVector<Scalar> small_eigenvalues(const Matrix<Scalar>& m, const std::string& what,
+                                        Index max_iterations = 0) {
   ComplexVector<Scalar> values;
-  const Eigen::ComputationInfo info = general_eigenvalues<Scalar>(m, values);
+  const Eigen::ComputationInfo info = general_eigenvalues<Scalar>(m, values, max_iterations);
   if (info == Eigen::NumericalIssue) {
-    throw numerical_error("eigenvalues of " + what + ": the matrix holds NaN or infinity");
+    throw numerical_error("eigenvalues of " + what +
+                          ": the matrix holds NaN or infinity, or an eigenvalue overflows");
   }
   if (info != Eigen::Success) {
     throw numerical_error("eigenvalues of " + what + ": the eigensolver did not converge");
@@ -171,8 +196,10 @@ Scalar full_qk_frobenius(const AttentionOnlyModel<Scalar>& model,
 
 /// Fractions of tokens i whose row of the full OV circuit has its largest entry (top-1), or one
 /// of its k largest (top-k), at column i: how often the head, attending to token i, most
-/// raises the logit of i itself. Entries tied with the diagonal count in the diagonal's favour.
-/// Computed in row blocks of the d_vocab x d_vocab product, never all at once.
+/// raises the logit of i itself. Entries tied with the diagonal count in the diagonal's favour,
+/// so a head that writes nothing (an all-zero circuit, every entry tied) scores 1: read it with
+/// its copying score (0) and its norm (0). Computed in row blocks of the d_vocab x d_vocab
+/// product, never all at once.
 struct CopyingAccuracy {
   double top1 = 0;
   double top5 = 0;

@@ -12,13 +12,18 @@
 ///     circuitry::ModelConfig c = circuitry::read_config_file("config.json");
 ///     c.positional_embedding_type = circuitry::PositionalEmbeddingType::shortformer;
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 
+#include "circuitry/detail/json_depth.hpp"
 #include "circuitry/error.hpp"
 
 namespace circuitry {
@@ -111,9 +116,23 @@ inline nlohmann::json to_json(const ModelConfig& c) {
   return j;
 }
 
+namespace detail {
+/// `v` as JSON for an error message, cut to about 80 characters: a hostile value cannot make a
+/// message as long as itself.
+inline std::string config_value_string(const nlohmann::json& v) {
+  std::string s = v.dump();
+  if (s.size() > 80) {
+    s.resize(77);
+    s += "...";
+  }
+  return s;
+}
+}  // namespace detail
+
 /// Applies the keys present in `j` onto `config` (keys absent keep their value; unknown keys
 /// are ignored so that TransformerLens's full config dumps can be given). Throws config_error
 /// naming `context` and the key for a value of the wrong type or an unknown enum value.
+/// Dimensions are integers in [1, 2^30]; `eps` (or `layer_norm_eps`) a number >= 0.
 inline void apply_config_json(ModelConfig& config, const nlohmann::json& j,
                               const std::string& context) {
   if (!j.is_object()) {
@@ -122,10 +141,11 @@ inline void apply_config_json(ModelConfig& config, const nlohmann::json& j,
   auto read_int = [&](const char* key, int& out) {
     auto it = j.find(key);
     if (it == j.end()) return;
+    // An unsigned value above 2^63 - 1 reads as negative here, and is refused as such.
     if (!it->is_number_integer() || it->get<long long>() <= 0 ||
         it->get<long long>() > (1LL << 30)) {
       throw config_error(context + ": '" + key + "' must be a positive integer, found " +
-                         it->dump());
+                         detail::config_value_string(*it));
     }
     out = static_cast<int>(it->get<long long>());
   };
@@ -145,7 +165,7 @@ inline void apply_config_json(ModelConfig& config, const nlohmann::json& j,
     } else {
       throw config_error(context +
                          ": 'normalization_type' must be \"LN\", \"LNPre\" or null, found " +
-                         it->dump());
+                         detail::config_value_string(*it));
     }
   }
   if (auto it = j.find("positional_embedding_type"); it != j.end()) {
@@ -157,31 +177,50 @@ inline void apply_config_json(ModelConfig& config, const nlohmann::json& j,
       throw config_error(context +
                          ": 'positional_embedding_type' must be \"standard\" or \"shortformer\" "
                          "(rotary and other kinds are not supported), found " +
-                         it->dump());
+                         detail::config_value_string(*it));
     }
   }
   for (const char* key : {"eps", "layer_norm_eps"}) {
     if (auto it = j.find(key); it != j.end()) {
       if (!it->is_number() || !(it->get<double>() >= 0.0)) {
         throw config_error(context + ": '" + key + "' must be a non-negative number, found " +
-                           it->dump());
+                           detail::config_value_string(*it));
       }
       config.eps = it->get<double>();
     }
   }
 }
 
-/// Parses JSON text; rethrows nlohmann's parse errors as config_error naming `context`.
+/// Parses JSON text; throws config_error naming `context` for text that is not JSON (with
+/// nlohmann's message) or that nests more than 64 levels deep (detail/json_depth.hpp: checked
+/// before parsing, so that a nesting bomb cannot overflow the stack).
 inline nlohmann::json parse_config_text(const std::string& text, const std::string& context) {
+  const std::size_t deep = detail::json_too_deep_at(text.data(), text.data() + text.size());
+  if (deep != std::string::npos) {
+    throw config_error(context + ": not a config: the JSON " + detail::json_depth_message(deep) +
+                       "), expected an object of keys and values");
+  }
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw config_error(context + ": not valid JSON (" + e.what() + ")");
+    throw config_error(context + ": not valid JSON (" + detail::json_parse_message(e.what()) + ")");
   }
 }
 
-/// Reads a JSON config file (all keys optional; see `apply_config_json`) as overrides.
+/// Reads a JSON config file (all keys optional; see `apply_config_json`) as overrides. Throws
+/// io_error when `path` is missing, not a regular file (a directory, a FIFO: checked before
+/// opening, which would block on a FIFO) or unreadable; config_error when it is not JSON.
 inline nlohmann::json read_config_json_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    throw io_error("cannot open config file '" + path + "': " + std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw io_error("config file '" + path + "' is " +
+                   (S_ISDIR(st.st_mode) ? "a directory" : "not a regular file") +
+                   ", expected a JSON file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error("cannot open config file '" + path + "'");
   std::ostringstream ss;
@@ -189,11 +228,19 @@ inline nlohmann::json read_config_json_file(const std::string& path) {
   return parse_config_text(ss.str(), "config file '" + path + "'");
 }
 
-/// Reads a complete config from a JSON file and validates it.
+/// Reads a complete config from a JSON file and validates it: every dimension must be present
+/// (config_error "'d_vocab' is missing" otherwise).
 inline ModelConfig read_config_file(const std::string& path) {
+  const std::string context = "config file '" + path + "'";
+  const nlohmann::json j = read_config_json_file(path);
   ModelConfig c;
-  apply_config_json(c, read_config_json_file(path), "config file '" + path + "'");
-  c.validate("config file '" + path + "'");
+  apply_config_json(c, j, context);
+  for (const char* key : {"n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"}) {
+    if (!j.contains(key)) {
+      throw config_error(context + ": '" + key + "' is missing, expected a positive integer");
+    }
+  }
+  c.validate(context);
   return c;
 }
 

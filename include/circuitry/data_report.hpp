@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "circuitry/detail/json_depth.hpp"
 #include "circuitry/forward.hpp"
 #include "circuitry/head_detectors.hpp"
 #include "circuitry/path_expansion.hpp"
@@ -47,11 +48,18 @@ inline Tokens read_tokens_json(const std::string& path) {
   if (!in) throw io_error("cannot open token file '" + path + "'");
   std::ostringstream text;
   text << in.rdbuf();
+  const std::string str = text.str();
+  const std::size_t deep = detail::json_too_deep_at(str.data(), str.data() + str.size());
+  if (deep != std::string::npos) {
+    throw format_error("token file '" + path + "': the JSON " + detail::json_depth_message(deep) +
+                       "), expected an array of token sequences");
+  }
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text.str());
+    j = nlohmann::json::parse(str);
   } catch (const nlohmann::json::exception& e) {
-    throw format_error("token file '" + path + "': not valid JSON (" + e.what() + ")");
+    throw format_error("token file '" + path + "': not valid JSON (" +
+                       detail::json_parse_message(e.what()) + ")");
   }
   if (!j.is_array()) {
     throw format_error("token file '" + path +
@@ -137,8 +145,9 @@ nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers
     for (int l = 0; l < n_layers; ++l) {
       nlohmann::json row = nlohmann::json::array();
       for (int h = 0; h < n_heads; ++h) {
-        row.push_back(
-            static_cast<double>(s.heads[static_cast<std::size_t>(l * n_heads + h)].*member));
+        const std::size_t i = static_cast<std::size_t>(l) * static_cast<std::size_t>(n_heads) +
+                              static_cast<std::size_t>(h);
+        row.push_back(static_cast<double>(s.heads[i].*member));
       }
       arr.push_back(std::move(row));
     }

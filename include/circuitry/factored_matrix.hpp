@@ -214,7 +214,7 @@ class FactoredMatrix {
     if (result.info == Eigen::NumericalIssue) {
       throw numerical_error("FactoredMatrix::eigenvalues: the " +
                             detail::factored::shape(inner_dim(), inner_dim()) +
-                            " matrix BA holds NaN or infinity");
+                            " matrix BA holds NaN or infinity, or an eigenvalue overflows");
     }
     if (result.info != Eigen::Success) {
       throw numerical_error("FactoredMatrix::eigenvalues: the eigensolver for the " +

@@ -119,6 +119,7 @@ ScoreDecomposition<Scalar> decompose_scores(const AttentionOnlyModel<Scalar>& mo
   const Scalar scale = Scalar(1) / static_cast<Scalar>(model.config.attn_scale());
   for (const auto& q : q_terms) {
     std::vector<Matrix<Scalar>> row;
+    row.reserve(k_terms.size());
     for (const auto& k : k_terms) row.push_back(scale * (q * k.transpose()));
     out.scores.push_back(std::move(row));
   }

@@ -147,19 +147,24 @@ void report_spectra(const AttentionOnlyModel<Scalar>& model, const EmbeddingGram
                     nlohmann::json& out) {
   const int L = model.n_layers(), H = model.n_heads();
   using Spectra = std::vector<std::vector<ComplexVector<Scalar>>>;
-  Spectra ov(L, std::vector<ComplexVector<Scalar>>(H)), qk = ov, full_ov = ov, full_qk = ov;
+  Spectra ov(static_cast<std::size_t>(L),
+             std::vector<ComplexVector<Scalar>>(static_cast<std::size_t>(H)));
+  Spectra qk = ov, full_ov = ov, full_qk = ov;
+  const auto at = [](auto& spectra, HeadId id) -> auto& {
+    return spectra[static_cast<std::size_t>(id.layer)][static_cast<std::size_t>(id.head)];
+  };
   for (const HeadId id : model.head_ids()) {
-    ov[id.layer][id.head] = ov_eigenvalues(model, id);
-    qk[id.layer][id.head] = qk_eigenvalues(model, id);
-    full_ov[id.layer][id.head] = full_ov_eigenvalues(model, grams, id);
-    full_qk[id.layer][id.head] = full_qk_eigenvalues(model, grams, id);
+    at(ov, id) = ov_eigenvalues(model, id);
+    at(qk, id) = qk_eigenvalues(model, id);
+    at(full_ov, id) = full_ov_eigenvalues(model, grams, id);
+    at(full_qk, id) = full_qk_eigenvalues(model, grams, id);
   }
   out["ov_eigenvalues"] = detail::complex_json<Scalar>(ov);
   out["qk_eigenvalues"] = detail::complex_json<Scalar>(qk);
   out["full_ov_eigenvalues"] = detail::complex_json<Scalar>(full_ov);
   out["full_qk_eigenvalues"] = detail::complex_json<Scalar>(full_qk);
-  auto score = [](const Spectra& s) {
-    return [&s](HeadId id) { return static_cast<double>(copying_score(s[id.layer][id.head])); };
+  auto score = [&at](const Spectra& s) {
+    return [&s, &at](HeadId id) { return static_cast<double>(copying_score(at(s, id))); };
   };
   out["ov_copying_score"] = detail::per_head(L, H, score(ov));
   out["qk_positivity"] = detail::per_head(L, H, score(qk));
@@ -204,7 +209,10 @@ void report_copying(const AttentionOnlyModel<Scalar>& model, nlohmann::json& out
   const int L = model.n_layers(), H = model.n_heads();
   std::vector<CopyingAccuracy> acc;
   for (const HeadId id : model.head_ids()) acc.push_back(full_ov_copying_accuracy(model, id));
-  auto at = [&](HeadId id) { return acc[static_cast<std::size_t>(id.layer * H + id.head)]; };
+  auto at = [&](HeadId id) {
+    return acc[static_cast<std::size_t>(id.layer) * static_cast<std::size_t>(H) +
+               static_cast<std::size_t>(id.head)];
+  };
   out["full_ov_top1_copying_acc"] = detail::per_head(L, H, [&](HeadId id) { return at(id).top1; });
   out["full_ov_top5_copying_acc"] = detail::per_head(L, H, [&](HeadId id) { return at(id).top5; });
 }

@@ -214,7 +214,7 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile(std::string path, detail::MappedFile mapping, std::vector<std::uint8_t> buffer,
-                  detail::ParsedHeader header)
+                  detail::ParsedHeader&& header)
       : path_(std::move(path)),
         mapping_(std::move(mapping)),
         buffer_(std::move(buffer)),

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -199,8 +200,8 @@ struct Scale {
 
 /// [min, max] of `values` (ignoring NaN), widened by `pad` of the span, and to include `also`.
 inline std::pair<double, double> data_range(const std::vector<double>& values, double pad = 0.05,
-                                            std::vector<double> also = {}) {
-  double lo = INFINITY, hi = -INFINITY;
+                                            const std::vector<double>& also = {}) {
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
   for (double v : values) {
     if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
   }
@@ -277,7 +278,8 @@ inline void bars(Canvas& c, const Rect& r, const std::vector<std::string>& label
   const Scale x{0, static_cast<double>(values.size()), r.x, r.x + r.w};
   axes(c, r, x, y, "", o.y_label, false);
   if (!o.title.empty()) panel_title(c, r, o.title);
-  const double slot = r.w / std::max<std::size_t>(1, values.size()), base = y(std::max(lo, 0.0));
+  const double slot = r.w / static_cast<double>(std::max<std::size_t>(1, values.size())),
+               base = y(std::max(lo, 0.0));
   TextStyle vl;
   vl.size = 9;
   vl.anchor = "middle";
@@ -334,7 +336,9 @@ inline void heatmap(Canvas& c, const Rect& r, const std::vector<std::vector<doub
   const std::size_t n_rows = values.size(), n_cols = n_rows ? values[0].size() : 0;
   std::vector<double> all;
   for (const auto& row : values) all.insert(all.end(), row.begin(), row.end());
-  auto [lo, hi] = data_range(all, 0.0);
+  // Not a structured binding: C++17 lambdas cannot capture one (color below).
+  const std::pair<double, double> range = data_range(all, 0.0);
+  double lo = range.first, hi = range.second;
   if (!std::isnan(o.vmin)) lo = o.vmin;
   if (!std::isnan(o.vmax)) hi = o.vmax;
   if (o.diverging) hi = std::max(std::abs(lo), std::abs(hi)), lo = -hi;
@@ -344,8 +348,8 @@ inline void heatmap(Canvas& c, const Rect& r, const std::vector<std::vector<doub
     return o.diverging ? diverging(2 * t - 1) : sequential(t);
   };
   const Rect grid{r.x, r.y, r.w - 70, r.h};
-  const double cw = grid.w / std::max<std::size_t>(1, n_cols);
-  const double ch = grid.h / std::max<std::size_t>(1, n_rows);
+  const double cw = grid.w / static_cast<double>(std::max<std::size_t>(1, n_cols));
+  const double ch = grid.h / static_cast<double>(std::max<std::size_t>(1, n_rows));
   TextStyle ann;
   ann.anchor = "middle";
   ann.size = std::min(11.0, std::min(cw / 4.0, ch * 0.45));

@@ -97,7 +97,7 @@ class Tokenizer {
   }
 
   /// Parses tokenizer.json text; `name` stands for the file name in error messages.
-  static Tokenizer from_json_text(std::string_view text, std::string name = "<memory>") {
+  static Tokenizer from_json_text(std::string_view text, const std::string& name = "<memory>") {
     return Tokenizer(detail::load_tokenizer_json(text, name));
   }
 

@@ -34,7 +34,7 @@ inline T load_le(const std::uint8_t* p) {
   if (!host_is_big_endian) {
     std::memcpy(&value, p, sizeof(T));
   } else {
-    std::uint8_t bytes[sizeof(T)];
+    std::uint8_t bytes[sizeof(T)] = {};
     for (unsigned i = 0; i < sizeof(T); ++i) bytes[i] = p[sizeof(T) - 1 - i];
     std::memcpy(&value, bytes, sizeof(T));
   }

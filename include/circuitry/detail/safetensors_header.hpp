@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "circuitry/detail/json_depth.hpp"
 #include "circuitry/detail/safetensors_dtype.hpp"
 #include "circuitry/detail/safetensors_float.hpp"
 #include "circuitry/error.hpp"
@@ -47,7 +48,7 @@ namespace detail {
 /// Largest header accepted, in bytes: the limit of the reference (Rust) implementation.
 constexpr std::uint64_t max_header_size = 100000000;
 /// Deepest JSON nesting accepted in a header; a valid header nests 3 deep (object, entry, shape).
-constexpr int max_header_depth = 64;
+constexpr int max_header_depth = max_json_depth;
 
 /// "[4096, 64]"
 template <typename Int>
@@ -83,27 +84,10 @@ struct ParsedHeader {
 /// so that no parser ever recurses on a nesting bomb. Brackets inside strings do not count.
 inline void check_json_depth(const std::uint8_t* first, const std::uint8_t* last,
                              const std::string& where) {
-  int depth = 0;
-  bool in_string = false;
-  for (const std::uint8_t* p = first; p != last; ++p) {
-    const std::uint8_t c = *p;
-    if (in_string) {
-      if (c == '\\') {
-        if (p + 1 != last) ++p;  // skip the escaped character
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      if (++depth > max_header_depth) {
-        throw format_error(where + "header nests more than " + std::to_string(max_header_depth) +
-                           " levels deep (at byte " + std::to_string(p - first) +
-                           " of the header), expected 3 levels");
-      }
-    } else if ((c == '}' || c == ']') && depth > 0) {
-      --depth;
-    }
+  const std::size_t at = json_too_deep_at(first, last, max_header_depth);
+  if (at != std::string::npos) {
+    throw format_error(where + "header " + json_depth_message(at) +
+                       " of the header), expected 3 levels");
   }
 }
 
@@ -131,10 +115,7 @@ inline nlohmann::json parse_json_unique_keys(const std::uint8_t* first, const st
   try {
     return json::parse(first, last, callback);
   } catch (const json::exception& e) {
-    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
-    const auto bracket = what.find("] ");
-    if (what.rfind("[json.", 0) == 0 && bracket != std::string::npos) what.erase(0, bracket + 2);
-    throw format_error(where + "header is not valid JSON: " + what);
+    throw format_error(where + "header is not valid JSON: " + json_parse_message(e.what()));
   }
 }
 

@@ -8,10 +8,12 @@
 /// `AddedVocabulary::extract_and_normalize` does.
 
 #include <algorithm>
-#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "circuitry/detail/tokenizer_unicode.hpp"
@@ -39,18 +41,28 @@ struct TextPiece {
 };
 
 /// Finds added tokens in text: leftmost-longest matches, non-overlapping, as the Aho-Corasick
-/// automaton Hugging Face builds (MatchKind::LeftmostLongest).
+/// automaton Hugging Face builds (MatchKind::LeftmostLongest). The tokens are kept in a trie of
+/// their bytes, so finding the longest token at a position costs the length of the match, not
+/// the number of tokens (a hostile tokenizer.json with 10^5 added tokens starting with '<' would
+/// otherwise make every '<' of the text cost 10^5 comparisons).
 class AddedTokenMatcher {
  public:
   AddedTokenMatcher() = default;
   explicit AddedTokenMatcher(std::vector<AddedToken> tokens) : tokens_(std::move(tokens)) {
+    nodes_.emplace_back();  // the root: the empty prefix
     for (std::size_t t = 0; t < tokens_.size(); ++t) {
-      by_first_byte_[static_cast<unsigned char>(tokens_[t].content[0])].push_back(t);
-    }
-    for (auto& list : by_first_byte_) {  // longest first, so the first match is the longest
-      std::stable_sort(list.begin(), list.end(), [&](std::size_t a, std::size_t b) {
-        return tokens_[a].content.size() > tokens_[b].content.size();
-      });
+      std::size_t node = 0;
+      for (const char c : tokens_[t].content) {
+        const std::uint64_t key = edge(node, c);
+        auto it = edges_.find(key);
+        if (it == edges_.end()) {
+          it = edges_.emplace(key, nodes_.size()).first;
+          nodes_.emplace_back();
+        }
+        node = it->second;
+      }
+      // Of two entries with the same content, the first is the one matched.
+      if (nodes_[node].token == kNone) nodes_[node].token = t;
     }
   }
 
@@ -90,16 +102,29 @@ class AddedTokenMatcher {
   }
 
  private:
+  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+  struct Node {
+    std::size_t token = kNone;  // the token whose content ends here, if any
+  };
+  static std::uint64_t edge(std::size_t node, char c) {
+    return (static_cast<std::uint64_t>(node) << 8) | static_cast<unsigned char>(c);
+  }
+
+  /// The longest token that `text` continues with at `pos`, or nullptr: a walk down the trie.
   const AddedToken* longest_match_at(std::string_view text, std::size_t pos,
                                      std::size_t& length) const {
-    for (const std::size_t t : by_first_byte_[static_cast<unsigned char>(text[pos])]) {
-      const std::string& content = tokens_[t].content;
-      if (text.compare(pos, content.size(), content) == 0) {
-        length = content.size();
-        return &tokens_[t];
+    const AddedToken* best = nullptr;
+    std::size_t node = 0;
+    for (std::size_t i = pos; i < text.size(); ++i) {
+      const auto it = edges_.find(edge(node, text[i]));
+      if (it == edges_.end()) break;
+      node = it->second;
+      if (nodes_[node].token != kNone) {
+        best = &tokens_[nodes_[node].token];
+        length = i + 1 - pos;
       }
     }
-    return nullptr;
+    return best;
   }
 
   static bool ends_with_word(std::string_view s) {
@@ -132,7 +157,8 @@ class AddedTokenMatcher {
   }
 
   std::vector<AddedToken> tokens_;
-  std::array<std::vector<std::size_t>, 256> by_first_byte_;
+  std::vector<Node> nodes_;                               // nodes_[0] is the root (when built)
+  std::unordered_map<std::uint64_t, std::size_t> edges_;  // edge(node, byte) -> child node
 };
 
 }  // namespace detail

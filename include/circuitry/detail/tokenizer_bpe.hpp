@@ -94,51 +94,53 @@ struct BpeModel {
   /// skipped; each merge pushes the new pairs it forms with its neighbours. `ids` becomes the
   /// merged symbols.
   void merge_all(std::vector<int>& ids) const {
-    const int n = static_cast<int>(ids.size());
+    const std::size_t n = ids.size();
     if (n < 2) return;
+    constexpr std::size_t none = static_cast<std::size_t>(-1);  // no neighbour
     struct Candidate {
       int rank;
-      int pos;
+      std::size_t pos;
       int new_id;
     };
     const auto later = [](const Candidate& a, const Candidate& b) {
       return a.rank != b.rank ? a.rank > b.rank : a.pos > b.pos;
     };
     std::priority_queue<Candidate, std::vector<Candidate>, decltype(later)> queue(later);
-    std::vector<int> prev(n), next(n);
+    std::vector<std::size_t> prev(n), next(n);
     std::vector<char> alive(n, 1);
-    for (int i = 0; i < n; ++i) prev[i] = i - 1, next[i] = i + 1 < n ? i + 1 : -1;
-    for (int i = 0; i + 1 < n; ++i) {
+    for (std::size_t i = 0; i < n; ++i)
+      prev[i] = i == 0 ? none : i - 1, next[i] = i + 1 < n ? i + 1 : none;
+    for (std::size_t i = 0; i + 1 < n; ++i) {
       if (const BpeMerge* m = find_merge(ids[i], ids[i + 1])) queue.push({m->rank, i, m->new_id});
     }
     while (!queue.empty()) {
       const Candidate top = queue.top();
       queue.pop();
-      const int pos = top.pos;
-      if (!alive[pos] || next[pos] < 0) continue;
-      const int right = next[pos];
+      const std::size_t pos = top.pos;
+      if (!alive[pos] || next[pos] == none) continue;
+      const std::size_t right = next[pos];
       const BpeMerge* m = find_merge(ids[pos], ids[right]);
       if (m == nullptr || m->new_id != top.new_id) continue;  // stale candidate
       ids[pos] = top.new_id;
       alive[right] = 0;
       next[pos] = next[right];
-      if (next[pos] >= 0) prev[next[pos]] = pos;
-      if (prev[pos] >= 0) {
+      if (next[pos] != none) prev[next[pos]] = pos;
+      if (prev[pos] != none) {
         if (const BpeMerge* l = find_merge(ids[prev[pos]], ids[pos])) {
           queue.push({l->rank, prev[pos], l->new_id});
         }
       }
-      if (next[pos] >= 0) {
+      if (next[pos] != none) {
         if (const BpeMerge* r = find_merge(ids[pos], ids[next[pos]])) {
           queue.push({r->rank, pos, r->new_id});
         }
       }
     }
-    int out = 0;
-    for (int i = 0; i < n; ++i) {
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < n; ++i) {
       if (alive[i]) ids[out++] = ids[i];
     }
-    ids.resize(static_cast<std::size_t>(out));
+    ids.resize(out);
   }
 };
 

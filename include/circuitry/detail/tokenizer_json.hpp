@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "circuitry/detail/json_depth.hpp"
 #include "circuitry/detail/tokenizer_added.hpp"
 #include "circuitry/detail/tokenizer_bpe.hpp"
 #include "circuitry/error.hpp"
@@ -41,8 +42,11 @@ struct TokenizerModel {
   std::vector<char> assigned;       // id -> whether some token has this id
 };
 
-/// Ids are kept in a dense table, so they are bounded.
+/// Ids are kept in a dense table, so they are bounded: below kMaxTokenId, and past the number of
+/// tokens the file lists by at most kMaxUnusedIds (a 40-byte file cannot ask for a table of 2^24
+/// tokens, a gigabyte; real vocabularies are dense).
 inline constexpr long long kMaxTokenId = 1LL << 24;
+inline constexpr long long kMaxUnusedIds = 1LL << 16;
 
 /// Validation helpers: every failure is a format_error "file 'NAME': 'KEY' ...".
 class TokenizerJsonReader {
@@ -201,8 +205,21 @@ inline void parse_bpe(const nlohmann::json& root, const TokenizerJsonReader& r, 
     r.fail("model.vocab", "is " + (vocab.is_object() ? std::string("empty") : r.describe(vocab)) +
                               ", expected an object mapping tokens to ids");
   }
+  // Every id must be below this bound: the tokens listed (vocab and added), plus the holes
+  // allowed.
+  const auto* added = r.find(root, "added_tokens");
+  const long long id_bound =
+      static_cast<long long>(vocab.size() +
+                             (added != nullptr && added->is_array() ? added->size() : 0)) +
+      kMaxUnusedIds;
   for (const auto& [token, value] : vocab.items()) {
-    const int id = r.read_id(value, "model.vocab." + r.shorten(token));
+    const std::string key = "model.vocab." + r.shorten(token);
+    const int id = r.read_id(value, key);
+    if (id >= id_bound) {
+      r.fail(key, "is " + std::to_string(id) + ", but the file lists " +
+                      std::to_string(id_bound - kMaxUnusedIds) + " tokens: ids may leave at most " +
+                      std::to_string(kMaxUnusedIds) + " unused");
+    }
     bpe.vocab.emplace(token, id);
     if (static_cast<std::size_t>(id) >= t.tokens.size()) {
       t.tokens.resize(static_cast<std::size_t>(id) + 1);
@@ -293,6 +310,7 @@ inline void parse_added_tokens(const nlohmann::json& root, const TokenizerJsonRe
   std::vector<AddedToken> specials;  // in the order HF matches them: specials, then others
   std::vector<AddedToken> others;
   std::unordered_map<std::string, bool> is_special;
+  int max_added = 0;  // the largest id in t.added_ids (ids there are never replaced)
   for (std::size_t i = 0; i < added->size(); ++i) {
     const std::string key = "added_tokens[" + std::to_string(i) + "]";
     const auto& entry = (*added)[i];
@@ -318,15 +336,14 @@ inline void parse_added_tokens(const nlohmann::json& root, const TokenizerJsonRe
     } else if (t.added_ids.empty()) {
       token.id = model_size;
     } else {
-      int max = 0;
-      for (const auto& kv : t.added_ids) max = std::max(max, kv.second);
-      token.id = (max >= model_size || model_size == 0) ? max + 1 : model_size;
+      token.id = (max_added >= model_size || model_size == 0) ? max_added + 1 : model_size;
     }
     if (token.id >= kMaxTokenId) {
       r.fail(key, "would get id " + std::to_string(token.id) + ", past the limit of " +
                       std::to_string(kMaxTokenId));
     }
     t.added_ids[token.content] = token.id;
+    max_added = std::max(max_added, token.id);
     by_id[token.id] = token;
     if (is_special.count(token.content) == 0) others.push_back(token);
   }
@@ -355,14 +372,16 @@ inline void parse_added_tokens(const nlohmann::json& root, const TokenizerJsonRe
 inline std::shared_ptr<const TokenizerModel> load_tokenizer_json(std::string_view text,
                                                                  const std::string& name) {
   using json = nlohmann::json;
+  const std::size_t deep = json_too_deep_at(text.data(), text.data() + text.size());
+  if (deep != std::string::npos) {
+    throw format_error("file '" + name + "': the JSON " + json_depth_message(deep) +
+                       "), expected a tokenizer.json object");
+  }
   json root;
   try {
     root = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
-    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
-    const auto bracket = what.find("] ");
-    if (what.rfind("[json.", 0) == 0 && bracket != std::string::npos) what.erase(0, bracket + 2);
-    throw format_error("file '" + name + "': not valid JSON: " + what);
+    throw format_error("file '" + name + "': not valid JSON: " + json_parse_message(e.what()));
   }
   if (!root.is_object()) {
     throw format_error("file '" + name + "': the top level is " +
