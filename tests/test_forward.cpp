@@ -2,9 +2,12 @@
 // models and against a naive position-by-position implementation on random models.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <circuitry/forward.hpp>
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "support/random_model.hpp"
@@ -363,4 +366,170 @@ TEST_CASE("bad token batches are rejected with messages that say where") {
   CHECK_THROWS_WITH_AS(run.log_probs(1),
                        "[circuitry.argument_error] ForwardResult: no sequence 1 in a batch of 1",
                        argument_error);
+}
+
+// --- The run-time dispatched kernels (detail/simd_*.hpp) ------------------------------------
+
+namespace {
+// The SIMD levels this processor runs, lowest first (none always).
+std::vector<detail::SimdLevel> simd_levels() {
+  std::vector<detail::SimdLevel> levels;
+  for (detail::SimdLevel l :
+       {detail::SimdLevel::none, detail::SimdLevel::avx2, detail::SimdLevel::avx512}) {
+    if (static_cast<int>(l) <= static_cast<int>(detail::supported_simd_level())) {
+      levels.push_back(l);
+    }
+  }
+  return levels;
+}
+// Forces a SIMD level for its lifetime.
+struct ForcedSimdLevel {
+  explicit ForcedSimdLevel(detail::SimdLevel l) { detail::force_simd_level(l); }
+  ~ForcedSimdLevel() { detail::reset_simd_level(); }
+  ForcedSimdLevel(const ForcedSimdLevel&) = delete;
+  ForcedSimdLevel& operator=(const ForcedSimdLevel&) = delete;
+};
+}  // namespace
+
+TEST_CASE("the SIMD level can be lowered by CIRCUITRY_SIMD's values and forced by tests") {
+  using detail::SimdLevel;
+  CHECK(detail::parse_simd_level("none") == SimdLevel::none);
+  CHECK(detail::parse_simd_level("avx2") == SimdLevel::avx2);
+  CHECK(detail::parse_simd_level("avx512") == SimdLevel::avx512);
+  CHECK(detail::parse_simd_level(nullptr) == SimdLevel::avx512);
+  CHECK(detail::parse_simd_level("sse9") == SimdLevel::avx512);
+  for (SimdLevel l : simd_levels()) {
+    const ForcedSimdLevel forced(l);
+    CHECK(detail::simd_level() == l);
+  }
+  {
+    const ForcedSimdLevel forced(SimdLevel::avx512);
+    CHECK(detail::simd_level() == detail::supported_simd_level());  // never above the processor
+  }
+  MESSAGE("this processor runs the ",
+          std::string(detail::simd_level_name(detail::supported_simd_level())), " kernels");
+}
+
+TEST_CASE_TEMPLATE("every product kernel equals Eigen's product on odd shapes and strides", Scalar,
+                   float, double) {
+  const double tol = std::is_same<Scalar, float>::value ? 1e-5 : 1e-13;
+  // Shapes around the micro-tiles (24 x 8 doubles, 48 x 8 floats with AVX-512; 12 x 4, 24 x 4
+  // with AVX2): one row or column, tails of every size, depth 1, empty.
+  const std::vector<std::array<Index, 3>> shapes = {
+      {1, 1, 1},    {7, 3, 5},     {23, 9, 31}, {25, 17, 33}, {49, 13, 7}, {97, 70, 1},
+      {48, 8, 256}, {130, 11, 40}, {5, 0, 3},   {0, 4, 3},    {6, 5, 0}};
+  for (detail::SimdLevel level : simd_levels()) {
+    CAPTURE(detail::simd_level_name(level));
+    for (const auto& [m, n, k] : shapes) {
+      CAPTURE(m);
+      CAPTURE(n);
+      CAPTURE(k);
+      const Matrix<Scalar> A = Matrix<Scalar>::Random(m + 3, k),
+                           B = Matrix<Scalar>::Random(k + 2, n);
+      Matrix<Scalar> C = Matrix<Scalar>::Constant(m + 5, n, Scalar(7));  // ldc > m
+      detail::gemm(level, m, n, k, A.data(), A.rows(), B.data(), B.rows(), C.data(), C.rows());
+      const Matrix<Scalar> expected = A.topRows(m) * B.topRows(k);
+      if (expected.size() > 0) {
+        CHECK((C.topRows(m) - expected).cwiseAbs().maxCoeff() <=
+              tol * (1 + expected.cwiseAbs().maxCoeff()));
+      }
+      CHECK((C.bottomRows(5).array() == Scalar(7)).all());  // nothing written past row m
+    }
+    // The parallel product (panels of rows and columns) and the causal product.
+    const ForcedSimdLevel forced(level);
+    const Matrix<Scalar> a = Matrix<Scalar>::Random(203, 37), b = Matrix<Scalar>::Random(37, 1031);
+    Matrix<Scalar> out;
+    detail::multiply(a, b, out);
+    const Matrix<Scalar> ab = a * b;
+    CHECK((out - ab).cwiseAbs().maxCoeff() <= tol * (1 + ab.cwiseAbs().maxCoeff()));
+    const Matrix<Scalar> pattern =
+        Matrix<Scalar>::Random(101, 101).template triangularView<Eigen::Lower>();
+    const Matrix<Scalar> Y = Matrix<Scalar>::Random(101, 9);
+    Matrix<Scalar> Z = Matrix<Scalar>::Constant(103, 9, Scalar(7));
+    detail::causal_product(level, pattern, Y.data(), Y.rows(), Y.cols(), Z.data(), Z.rows());
+    const Matrix<Scalar> tril = pattern.template triangularView<Eigen::Lower>() * Y;
+    CHECK((Z.topRows(101) - tril).cwiseAbs().maxCoeff() <= tol * (1 + tril.cwiseAbs().maxCoeff()));
+    CHECK((Z.bottomRows(2).array() == Scalar(7)).all());
+  }
+}
+
+TEST_CASE_TEMPLATE("the sums of exponentials of masked logits are exact at every SIMD level",
+                   Scalar, float, double) {
+  // exp_sums: for each mask, sum_j exp(base(:, j) - parts or bias[j] - shift + parts), added to
+  // acc; against long double, on rows of a whole number of vectors and an odd number of columns.
+  constexpr int R = std::is_same<Scalar, double>::value ? 24 : 48;  // PathExpansion's tiles
+  const Index cols = 13, slots = 5, ld = slots * R + 3;
+  const Matrix<Scalar> tile = Matrix<Scalar>::Random(ld, cols) * Scalar(3);
+  const Matrix<Scalar> base = Matrix<Scalar>::Random(R, cols) * Scalar(4);
+  const Vector<Scalar> bias = Vector<Scalar>::Random(cols), shift = Vector<Scalar>::Random(R);
+  detail::TileMasks masks;
+  const std::vector<std::vector<Index>> parts = {{0}, {1, 2}, {}, {4, 0, 3}};
+  for (int k = 0; k < 8; ++k) {
+    masks.minus.push_back(k % 2 == 0 ? 1 : 0);
+    for (Index p : parts[static_cast<std::size_t>(k % 4)]) masks.parts.push_back(p * R);
+    masks.begin.push_back(static_cast<Index>(masks.parts.size()));
+  }
+  Eigen::MatrixXd expected = Eigen::MatrixXd::Constant(R, masks.size(), 0.5);
+  for (Index k = 0; k < masks.size(); ++k) {
+    const std::size_t kk = static_cast<std::size_t>(k);
+    for (Index i = 0; i < R; ++i) {
+      long double sum = 0;
+      for (Index j = 0; j < cols; ++j) {
+        long double y = masks.minus[kk] ? static_cast<long double>(base(i, j))
+                                        : static_cast<long double>(bias(j)) - shift(i);
+        for (Index q = masks.begin[kk]; q < masks.begin[kk + 1]; ++q) {
+          const long double t = tile(masks.parts[static_cast<std::size_t>(q)] + i, j);
+          y += masks.minus[kk] ? -t : t;
+        }
+        sum += std::exp(y);
+      }
+      expected(i, k) += static_cast<double>(sum);
+    }
+  }
+  const double tol = std::is_same<Scalar, float>::value ? 2e-6 : 1e-13;
+  for (detail::SimdLevel level : simd_levels()) {
+    CAPTURE(detail::simd_level_name(level));
+    Eigen::MatrixXd acc = Eigen::MatrixXd::Constant(R, masks.size(), 0.5);
+    detail::exp_sums<R>(level, masks, cols, base.data(), bias.data(), shift.data(), tile.data(), ld,
+                        acc.data());
+    CHECK(((acc - expected).array() / expected.array()).abs().maxCoeff() < tol);
+    // A non-finite logit leaves its row's sum outside the range a caller trusts.
+    Matrix<Scalar> bad = base;
+    bad(3, 5) = std::numeric_limits<Scalar>::quiet_NaN();
+    bad(4, 6) = std::numeric_limits<Scalar>::infinity();
+    acc.setZero();
+    detail::exp_sums<R>(level, masks, cols, bad.data(), bias.data(), shift.data(), tile.data(), ld,
+                        acc.data());
+    for (int row : {3, 4}) {
+      const double s = acc(row, 0);  // mask 0: minus, reads base
+      CHECK(!(s >= detail::ExpSumRange<Scalar>::lo && s <= detail::ExpSumRange<Scalar>::hi));
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("the forward pass is the same at every SIMD level", Scalar, float, double) {
+  test::RandomModelSpec spec;
+  spec.seed = 3;
+  spec.n_ctx = 32;
+  spec.d_model = 40;
+  spec.d_head = 9;
+  const auto model = test::random_model<double>(spec).template cast<Scalar>();
+  const auto tokens = random_sequences(3, 29, spec.d_vocab, 2);  // 29: not whole panels
+  ForwardOptions options;
+  options.cache = true;
+  const double tol = std::is_same<Scalar, float>::value ? 1e-5 : 1e-13;
+  std::optional<ForwardResult<Scalar>> first;
+  for (detail::SimdLevel level : simd_levels()) {
+    CAPTURE(detail::simd_level_name(level));
+    const ForcedSimdLevel forced(level);
+    ForwardResult<Scalar> run = forward(model, tokens, options);
+    if (!first) {
+      first = std::move(run);
+      continue;
+    }
+    CHECK(std::abs(static_cast<double>(run.loss_mean - first->loss_mean)) < tol);
+    CHECK((run.logits - first->logits).cwiseAbs().maxCoeff() < 10 * tol);
+    CHECK((run.cache->pattern({1, 2}, 1) - first->cache->pattern({1, 2}, 1)).cwiseAbs().maxCoeff() <
+          tol);
+  }
 }

@@ -6,6 +6,7 @@
 #include <circuitry/path_expansion.hpp>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -206,6 +207,112 @@ TEST_CASE("the loss of any subset does not depend on how it is computed") {
   CHECK(pe.marginal_losses().size() == pe.size());
 }
 
+TEST_CASE_TEMPLATE("losses evaluates many masks in one pass, as loss does one at a time", Scalar,
+                   float, double) {
+  // Masks that share terms (the summary's and every marginal), repeated masks, all and none.
+  test::RandomModelSpec spec;
+  spec.n_layers = 2;
+  spec.d_vocab = 70;  // not a multiple of the tiles' 64 columns
+  const auto model = processed(test::random_model<double>(spec)).template cast<Scalar>();
+  const Tokens tokens = random_tokens(3, 7, spec.d_vocab, 4);  // 21 rows: not whole tiles
+  const PathExpansion<Scalar> pe(model, tokens);
+  std::vector<std::vector<bool>> masks = {std::vector<bool>(pe.size(), true),
+                                          std::vector<bool>(pe.size(), false)};
+  std::mt19937 gen(7);
+  std::bernoulli_distribution keep_it(0.7);
+  for (int trial = 0; trial < 4; ++trial) {
+    masks.emplace_back(pe.size());
+    for (std::size_t i = 0; i < pe.size(); ++i) masks.back()[i] = keep_it(gen);
+  }
+  for (std::size_t i = 0; i < pe.size(); ++i) {
+    masks.emplace_back(pe.size(), true);
+    masks.back()[i] = false;
+  }
+  masks.push_back(masks[2]);
+  const std::vector<Scalar> batch = pe.losses(masks);
+  REQUIRE(batch.size() == masks.size());
+  const double eps = std::is_same<Scalar, float>::value ? 1e-5 : 1e-12;
+  for (std::size_t k = 0; k < masks.size(); ++k) {
+    CAPTURE(k);
+    CHECK(batch[k] == doctest::Approx(pe.loss(masks[k])).epsilon(eps));
+    CHECK(batch[k] == doctest::Approx(pe.frozen().loss(pe.resid_final(masks[k])))
+                          .epsilon(std::is_same<Scalar, float>::value ? 1e-4 : 1e-11));
+  }
+  CHECK(batch.front() == doctest::Approx(pe.full_loss()).epsilon(eps));
+  CHECK(batch.back() == batch[2]);
+  const std::vector<Scalar> marginal = pe.marginal_losses();
+  for (std::size_t i = 0; i < pe.size(); ++i) {
+    CHECK(marginal[i] == doctest::Approx(batch[6 + i] - pe.full_loss()).epsilon(eps));
+  }
+  CHECK(pe.losses({}).empty());
+}
+
+TEST_CASE_TEMPLATE("the losses are the same with every SIMD level's kernels", Scalar, float,
+                   double) {
+  // The summary's masks and every marginal, with each level the processor has (products,
+  // sums of tiles and exponentials: detail/simd_*.hpp), against the portable kernels; 100 x 61
+  // tokens: not whole tiles of rows (24 or 48) nor of columns (64).
+  test::RandomModelSpec spec;
+  spec.n_layers = 2;
+  spec.n_heads = 4;
+  spec.d_model = 24;
+  spec.d_head = 6;
+  spec.d_vocab = 150;
+  spec.n_ctx = 64;
+  const auto model = processed(test::random_model<double>(spec)).template cast<Scalar>();
+  const Tokens tokens = random_tokens(5, 61, spec.d_vocab, 9);
+  std::vector<std::size_t> all(0);
+  std::vector<std::vector<Scalar>> by_level;
+  for (int level = 0; level <= static_cast<int>(detail::supported_simd_level()); ++level) {
+    CAPTURE(level);
+    detail::force_simd_level(static_cast<detail::SimdLevel>(level));
+    const PathExpansion<Scalar> pe(model, tokens);
+    if (all.empty()) {
+      for (std::size_t i = 0; i < pe.size(); ++i) all.push_back(i);
+    }
+    const PathExpansionSummary<Scalar> s = summarize(pe, all);
+    by_level.push_back(s.marginal);
+    by_level.back().push_back(s.full_loss);
+    by_level.back().insert(by_level.back().end(), s.loss_by_order.begin(), s.loss_by_order.end());
+    for (const HeadPathLosses<Scalar>& h : s.heads) {
+      by_level.back().push_back(h.without_everywhere);
+      by_level.back().push_back(h.without_first_order);
+    }
+    detail::reset_simd_level();
+  }
+  const double eps = std::is_same<Scalar, float>::value ? 1e-5 : 1e-12;
+  for (std::size_t level = 1; level < by_level.size(); ++level) {
+    CAPTURE(level);
+    REQUIRE(by_level[level].size() == by_level[0].size());
+    for (std::size_t k = 0; k < by_level[0].size(); ++k) {
+      CAPTURE(k);
+      CHECK(by_level[level][k] == doctest::Approx(by_level[0][k]).epsilon(eps));
+    }
+  }
+}
+
+TEST_CASE("a path expansion can take the forward pass's cache and logits instead of copying") {
+  test::RandomModelSpec spec;
+  spec.n_layers = 2;
+  const auto model = processed(test::random_model<double>(spec));
+  const Tokens tokens = random_tokens(2, 9, spec.d_vocab, 3);
+  const PathExpansion<double> copied(model, tokens);
+  ForwardOptions options;
+  options.cache = true;
+  ForwardResult<double> run = forward(model, tokens, options);
+  const double model_loss = run.loss_mean;
+  const PathExpansion<double> moved(model, tokens, std::move(run));
+  CHECK(moved.full_loss() == doctest::Approx(model_loss).epsilon(1e-12));
+  CHECK(moved.full_loss() == doctest::Approx(copied.full_loss()).epsilon(1e-12));
+  const std::size_t i = moved.index_of("L0H2->L1H1");
+  CHECK(moved.marginal_loss(i) == doctest::Approx(copied.marginal_loss(i)).epsilon(1e-9));
+  ForwardResult<double> no_cache = forward(model, tokens);
+  CHECK_THROWS_WITH_AS(PathExpansion<double>(model, tokens, std::move(no_cache)),
+                       "[circuitry.argument_error] PathExpansion: the forward result has no cache "
+                       "(run forward with options.cache = true)",
+                       argument_error);
+}
+
 TEST_CASE("the summary gives partial sums by order and by layer, and per-head ablations") {
   test::RandomModelSpec spec;
   spec.n_layers = 3;
@@ -232,6 +339,23 @@ TEST_CASE("the summary gives partial sums by order and by layer, and per-head ab
         doctest::Approx(pe.loss_if([](const PathTerm& t) {
           return t.name() != "L2H1" && t.name() != "b_O[0]->L2H1" && t.name() != "b_O[1]->L2H1";
         })).epsilon(1e-12));
+  CHECK(s.marginal.empty());
+
+  SUBCASE("with the marginal losses of some terms, from the same pass") {
+    const std::vector<std::size_t> some = {pe.index_of("L0H1->L1H0"), 0, pe.index_of("L2H1")};
+    const PathExpansionSummary<double> t = summarize(pe, some);
+    REQUIRE(t.marginal.size() == some.size());
+    for (std::size_t k = 0; k < some.size(); ++k) {
+      CHECK(t.marginal[k] == doctest::Approx(pe.marginal_loss(some[k])).epsilon(1e-12));
+    }
+    CHECK(t.loss_by_order[1] == doctest::Approx(s.loss_by_order[1]).epsilon(1e-12));
+    CHECK_THROWS_WITH_AS(
+        summarize(pe, {pe.size()}),
+        ("[circuitry.argument_error] summarize: marginal term " + std::to_string(pe.size()) +
+         " out of range [0, " + std::to_string(pe.size()) + ")")
+            .c_str(),
+        argument_error);
+  }
 }
 
 TEST_CASE("a head chain's circuit is W_E OV ... OV W_U, kept factored") {
@@ -284,7 +408,12 @@ void check_reference_path_expansion(const std::string& name) {
   auto near = [](double got, const nlohmann::json& expected) {
     return std::abs(got - expected.get<double>()) < 1e-4;
   };
-  const PathExpansionSummary<double> s = summarize(pe);
+  std::vector<std::size_t> virtual_terms;  // L0Ha->L1Hb: their marginal losses, same pass
+  for (std::size_t i = 0; i < pe.size(); ++i) {
+    const PathTerm& t = pe.term(i);
+    if (t.source == PathSource::direct && t.chain.size() == 2) virtual_terms.push_back(i);
+  }
+  const PathExpansionSummary<double> s = summarize(pe, virtual_terms);
   CHECK(near(s.uniform_loss, ref.at("uniform")));
   CHECK(near(s.full_loss, ref.at("full")));
   CHECK(near(s.full_loss, ref.at("model_loss")));
@@ -306,11 +435,8 @@ void check_reference_path_expansion(const std::string& name) {
     CHECK(near(s.heads.at(h).without_everywhere, ref.at("ablate_L0_head_everywhere").at(h)));
   }
   std::vector<std::pair<double, std::string>> virt;
-  for (std::size_t i = 0; i < pe.size(); ++i) {
-    const PathTerm& t = pe.term(i);
-    if (t.source == PathSource::direct && t.chain.size() == 2) {
-      virt.emplace_back(pe.marginal_loss(i), t.name());
-    }
+  for (std::size_t k = 0; k < virtual_terms.size(); ++k) {
+    virt.emplace_back(s.marginal.at(k), pe.term(virtual_terms[k]).name());
   }
   CHECK(static_cast<int>(virt.size()) == H * H);
   std::sort(virt.begin(), virt.end(),

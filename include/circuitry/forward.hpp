@@ -210,12 +210,13 @@ template <typename Scalar>
 void embed_tokens(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
                   Matrix<Scalar>& embed, Matrix<Scalar>& pos) {
   const Index B = tokens.rows(), S = tokens.cols(), D = model.W_E.cols();
+  const Eigen::Map<const Eigen::Matrix<int, Eigen::Dynamic, 1>> ids(tokens.data(), B * S);
   embed.resize(B * S, D);
+  prefault(embed);
+  embed = model.W_E(ids, Eigen::all);  // column by column: each a gather from a column of W_E
   pos.resize(B * S, D);
-  for (Index b = 0; b < B; ++b) {
-    for (Index p = 0; p < S; ++p) embed.row(b * S + p) = model.W_E.row(tokens(b, p));
-    pos.middleRows(b * S, S) = model.W_pos.topRows(S);
-  }
+  prefault(pos);
+  for (Index b = 0; b < B; ++b) pos.middleRows(b * S, S) = model.W_pos.topRows(S);
 }
 
 /// Mean next-token loss of a [N, d_vocab] logits matrix over sequences of length S; fills the
@@ -264,6 +265,7 @@ ForwardResult<Scalar> forward(const AttentionOnlyModel<Scalar>& model, const Tok
   const bool shortformer = c.positional_embedding_type == PositionalEmbeddingType::shortformer;
   const bool keep_acts = options.cache && options.cache_activations;
   const bool keep_resid = options.cache && options.cache_residual;
+  const detail::SimdLevel level = detail::simd_level();
 
   ForwardResult<Scalar> result;
   result.batch = B;
@@ -278,7 +280,13 @@ ForwardResult<Scalar> forward(const AttentionOnlyModel<Scalar>& model, const Tok
 
   Matrix<Scalar> embed, pos;
   detail::embed_tokens(model, tokens, embed, pos);
-  Matrix<Scalar> resid = shortformer ? embed : Matrix<Scalar>(embed + pos);
+  Matrix<Scalar> resid(N, D);
+  detail::prefault(resid);
+  if (shortformer) {
+    resid = embed;
+  } else {
+    resid = embed + pos;
+  }
   ResidualStream<Scalar> stream(keep_resid ? N : 0, keep_resid ? D : 0);
   if (keep_resid) {
     stream.add(Component::embed(), embed);
@@ -293,10 +301,12 @@ ForwardResult<Scalar> forward(const AttentionOnlyModel<Scalar>& model, const Tok
     const Matrix<Scalar>& qk_in = shortformer ? x_qk : x;
     const int H = static_cast<int>(layer.heads.size());
     // Each head's z = A v, [N, d_head]; its output z W_O is formed after the parallel loop (one
-    // product per head, N x d_model only when cached: the residual update takes it in place).
+    // parallel product per head, detail::multiply).
     std::vector<Matrix<Scalar>> zs(static_cast<std::size_t>(H));
-    for (int h = 0; h < H; ++h)
+    for (int h = 0; h < H; ++h) {
       zs[static_cast<std::size_t>(h)].resize(N, layer.heads[static_cast<std::size_t>(h)].d_ov());
+      detail::prefault(zs[static_cast<std::size_t>(h)]);
+    }
     LayerCache<Scalar>* lc = cache ? &cache->layers[static_cast<std::size_t>(l)] : nullptr;
     if (lc) {
       lc->ln1_scales = scales;
@@ -314,40 +324,31 @@ ForwardResult<Scalar> forward(const AttentionOnlyModel<Scalar>& model, const Tok
     }
     const Scalar inv_scale = Scalar(1) / static_cast<Scalar>(c.attn_scale());
     const Index jobs = B * H;
-    CIRCUITRY_OMP_PARALLEL_FOR
-    for (Index job = 0; job < jobs; ++job) {
-      const Index b = job / H;
-      const int h = static_cast<int>(job % H);
-      const AttentionHead<Scalar>& hd = layer.heads[static_cast<std::size_t>(h)];
-      Matrix<Scalar> q = qk_in.middleRows(b * S, S) * hd.W_Q;
-      q.rowwise() += hd.b_Q.transpose();
-      Matrix<Scalar> k = qk_in.middleRows(b * S, S) * hd.W_K;
-      k.rowwise() += hd.b_K.transpose();
-      Matrix<Scalar> v = x.middleRows(b * S, S) * hd.W_V;
-      v.rowwise() += hd.b_V.transpose();
-      Matrix<Scalar> pattern = (q * k.transpose()) * inv_scale;
-      detail::causal_softmax_inplace(pattern);
-      zs[static_cast<std::size_t>(h)].middleRows(b * S, S).noalias() =
-          pattern.template triangularView<Eigen::Lower>() * v;  // causal: zero above
-      if (lc) {
-        HeadCache<Scalar>& hc = lc->heads[static_cast<std::size_t>(h)];
-        if (keep_acts) {
-          hc.q.middleRows(b * S, S) = q;
-          hc.k.middleRows(b * S, S) = k;
-          hc.v.middleRows(b * S, S) = v;
+    CIRCUITRY_OMP_PARALLEL {
+      detail::HeadBuffers<Scalar> buf;  // this thread's
+      CIRCUITRY_OMP_FOR
+      for (Index job = 0; job < jobs; ++job) {
+        const Index b = job / H;
+        const int h = static_cast<int>(job % H);
+        Matrix<Scalar> pattern =
+            detail::attention_head(level, layer.heads[static_cast<std::size_t>(h)], qk_in, x, b * S,
+                                   S, inv_scale, zs[static_cast<std::size_t>(h)], buf);
+        if (lc) {
+          HeadCache<Scalar>& hc = lc->heads[static_cast<std::size_t>(h)];
+          if (keep_acts) {
+            hc.q.middleRows(b * S, S) = buf.q;
+            hc.k.middleRows(b * S, S) = buf.k;
+            hc.v.middleRows(b * S, S) = buf.v;
+          }
+          hc.pattern[static_cast<std::size_t>(b)] = std::move(pattern);
         }
-        hc.pattern[static_cast<std::size_t>(b)] = std::move(pattern);
       }
     }
     if (keep_resid) lc->resid_pre = stream;
+    Matrix<Scalar> out;
     for (int h = 0; h < H; ++h) {
       Matrix<Scalar>& z = zs[static_cast<std::size_t>(h)];
-      const Matrix<Scalar>& W_O = layer.heads[static_cast<std::size_t>(h)].W_O;
-      if (!keep_acts && !keep_resid) {
-        resid.noalias() += z * W_O;
-        continue;
-      }
-      Matrix<Scalar> out = z * W_O;
+      detail::multiply(z, layer.heads[static_cast<std::size_t>(h)].W_O, out);
       resid += out;
       if (keep_resid) stream.add(Component::head_output({l, h}), out);
       if (keep_acts) {

@@ -45,9 +45,12 @@
 ///     circuitry::processed(circuitry::load_model<double>("attn-only-2l.safetensors"));
 ///     circuitry::PathExpansion<double> pe(model, tokens);
 ///     double full = pe.full_loss();
-///     double without = pe.loss_if([](const circuitry::PathTerm& t) {
+///     std::vector<bool> without = pe.select([](const circuitry::PathTerm& t) {
 ///       return t.name() != "L0H1->L1H5";
 ///     });
+///     double loss = pe.loss(without);
+///     // Several subsets in one pass over the logits (what summarize does):
+///     std::vector<double> both = pe.losses({without, std::vector<bool>(pe.size(), true)});
 ///     circuitry::FactoredMatrix<double> c = pe.circuit(pe.index_of("L0H1->L1H5"));
 ///     // c = W_E OV^{L0H1} OV^{L1H5} W_U, [d_vocab, d_vocab], kept factored
 
@@ -133,8 +136,9 @@ struct PathExpansionOptions {
 /// attn-only-2l on 8 x 256 tokens). A loss takes N x d_vocab exponentials and, for a subset
 /// that differs from the full model (or from nothing) by terms of a few writing matrices, a
 /// rank-r update of the logits; `losses` evaluates many subsets in one pass and shares the
-/// updates they have in common (summarize: ~100 losses of attn-only-2l in ~the cost of 90
-/// rank-32 updates).
+/// updates they have in common (summarize with the 64 virtual-head marginals: ~100 losses of
+/// attn-only-2l for the cost of ~90 rank-32 updates, ~2 s on one core with AVX2, see
+/// detail/path_expansion_losses.hpp).
 template <typename Scalar>
 class PathExpansion {
  public:
@@ -238,8 +242,15 @@ class PathExpansion {
   };
   struct Plan {
     std::vector<Component> components;
-    std::vector<bool> minus;                     ///< per mask
-    std::vector<std::vector<std::size_t>> uses;  ///< per mask: its components
+    std::vector<bool> minus;                         ///< per mask
+    std::vector<std::vector<std::size_t>> uses;      ///< per mask: its components
+    std::vector<std::vector<std::size_t>> products;  ///< per writer: its product components
+    std::vector<std::size_t> sums;                   ///< the sums, each after its parts
+    std::vector<std::size_t> tiled_sums;  ///< the sums formed in the tiles, each after its parts
+    std::vector<std::vector<std::size_t>> tile_parts;  ///< per tiled sum: its formed parts
+    std::vector<std::vector<std::size_t>> tile_uses;   ///< per mask: its formed components
+    std::vector<Index> slot;  ///< per formed component: its rows of a tile start at slot * R
+    Index n_slots = 0;
   };
   static constexpr std::size_t kIdentityWriter = 0;  ///< the direct and remainder terms' writer
 
@@ -255,9 +266,11 @@ class PathExpansion {
     return std::move(*run.cache);
   }
 
-  std::size_t add_writer(Matrix<Scalar> W) {
+  std::size_t add_writer(Matrix<Scalar> W, bool identity = false) {
     Writer w;
-    w.M = FrozenModel<Scalar>::read_through(frozen_.model().ln_final, W, frozen_.model().W_U);
+    const LayerNorm<Scalar>& ln = frozen_.model().ln_final;
+    w.M = identity ? FrozenModel<Scalar>::read_through_identity(ln, frozen_.model().W_U)
+                   : FrozenModel<Scalar>::read_through(ln, W, frozen_.model().W_U);
     w.W = std::move(W);
     writers_.push_back(std::move(w));
     return writers_.size() - 1;
@@ -281,6 +294,7 @@ class PathExpansion {
   Matrix<Scalar> full_logits_;  ///< logits of all terms, [N, d_vocab]
   Vector<Scalar> row_max_;      ///< max of each row of full_logits_: the shift of every exponential
   Scalar full_loss_ = 0;
+  bool has_full_loss_ = false;  ///< full_loss_ is known: losses() returns it for all terms
 };
 
 /// One head's importance in the path expansion.
@@ -318,3 +332,4 @@ PathExpansionSummary<Scalar> summarize(const PathExpansion<Scalar>& pe,
 }  // namespace circuitry
 
 #include "circuitry/detail/path_expansion_impl.hpp"
+#include "circuitry/detail/path_expansion_losses.hpp"

@@ -3,16 +3,11 @@
 #pragma once
 
 /// \file detail/forward_kernels.hpp
-/// Small numerical kernels shared by forward.hpp and path_expansion.hpp: the causal softmax of
-/// attention scores, vectorised exponentials, row-wise log-sum-exp and next-token cross-entropy,
-/// the two inner kernels of PathExpansion::losses (a product with a short inner dimension and
-/// the sums of exponentials of a tile of masked logits), and the OpenMP pragma macro and thread
-/// queries (no-ops when OpenMP is not enabled, so the headers compile with and without it).
-///
-/// The library sets no compiler flags, so on x86-64 these compile to SSE2. With GCC or Clang the
-/// losses' kernels also have AVX2+FMA versions (function target attributes), chosen at run time
-/// when the processor has them: about 3x faster. Define CIRCUITRY_NO_SIMD_DISPATCH to compile
-/// the portable versions only.
+/// Small numerical kernels of forward.hpp and path_expansion.hpp: the causal softmax of
+/// attention scores, row-wise log-sum-exp and next-token cross-entropy. They include the
+/// run-time dispatched kernels (detail/simd_dispatch.hpp: the OpenMP macro and thread queries,
+/// the instruction-set levels; detail/simd_gemm.hpp: products; detail/simd_exp.hpp:
+/// exponentials and the sums of exponentials of PathExpansion::losses).
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -23,54 +18,62 @@
 #include <type_traits>
 #include <vector>
 
+#include "circuitry/attention_head.hpp"
+#include "circuitry/detail/prefault.hpp"
+#include "circuitry/detail/simd_dispatch.hpp"
+#include "circuitry/detail/simd_exp.hpp"
+#include "circuitry/detail/simd_gemm.hpp"
 #include "circuitry/error.hpp"
 #include "circuitry/types.hpp"
-
-#ifdef _OPENMP
-/// `#pragma omp parallel for` with dynamic scheduling, when OpenMP is enabled.
-#define CIRCUITRY_OMP_PARALLEL_FOR _Pragma("omp parallel for schedule(dynamic)")
-#include <omp.h>
-#else
-#define CIRCUITRY_OMP_PARALLEL_FOR
-#endif
-
-#if !defined(CIRCUITRY_NO_SIMD_DISPATCH) && (defined(__GNUC__) || defined(__clang__)) && \
-    defined(__x86_64__)
-#define CIRCUITRY_SIMD_DISPATCH 1
-#include <immintrin.h>
-#define CIRCUITRY_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define CIRCUITRY_SIMD_DISPATCH 0
-#endif
 
 namespace circuitry {
 namespace detail {
 
-/// The number of threads a parallel loop may use, and the calling thread's index in it (1 and 0
-/// without OpenMP): for per-thread work buffers.
-inline int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
+#if CIRCUITRY_SIMD_DISPATCH
+/// y[i] <- exp(y[i]) for i < n with AVX-512 (the last vector masked).
+template <typename T>
+CIRCUITRY_TARGET_AVX512 void exp_inplace_avx512(T* y, Index n) {
+  constexpr Index L = 64 / sizeof(T);
+  Index i = 0;
+  for (; i + L <= n; i += L) Avx512Ops::store(y + i, exp_avx512(Avx512Ops::load(y + i)));
+  if (i < n) {
+    const int rest = static_cast<int>(n - i);
+    Avx512Ops::store(y + i, exp_avx512(Avx512Ops::load(y + i, rest)), rest);
+  }
 }
-inline int thread_index() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
+/// The same with AVX2 (the last values through a padded copy).
+template <typename T>
+CIRCUITRY_TARGET_AVX2 void exp_inplace_avx2(T* y, Index n) {
+  constexpr Index L = 32 / sizeof(T);
+  Index i = 0;
+  for (; i + L <= n; i += L) Avx2Ops::store(y + i, exp_avx2(Avx2Ops::load(y + i)));
+  if (i < n) {
+    alignas(32) T pad[L] = {};
+    std::copy(y + i, y + n, pad);
+    Avx2Ops::store(pad, exp_avx2(Avx2Ops::load(pad)));
+    std::copy(pad, pad + (n - i), y + i);
+  }
 }
 
-/// Whether the AVX2+FMA kernels are compiled in and the processor runs them.
-inline bool has_avx2_fma() {
+#endif  // CIRCUITRY_SIMD_DISPATCH
+
+/// y[i] <- exp(y[i]) for i < n: with the vector exponentials of `level` (y clamped as in the
+/// file comment: a value below -708, or -87 for floats, gives e^-708 or e^-87 instead of about
+/// 0), std::exp at SimdLevel::none.
+template <typename T>
+void exp_inplace(SimdLevel level, T* y, Index n) {
 #if CIRCUITRY_SIMD_DISPATCH
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-#else
-  return false;
+  if (level == SimdLevel::avx512) {
+    exp_inplace_avx512(y, n);
+    return;
+  }
+  if (level == SimdLevel::avx2) {
+    exp_inplace_avx2(y, n);
+    return;
+  }
 #endif
+  (void)level;
+  for (Index i = 0; i < n; ++i) y[i] = std::exp(y[i]);
 }
 
 /// Turns a square matrix of attention scores (row = query position, column = key position) into
@@ -78,9 +81,26 @@ inline bool has_avx2_fma() {
 /// 0..i and exactly 0 on columns i+1.. (TransformerLens masks future keys with -inf before the
 /// softmax, which gives the same zeros).
 template <typename Scalar>
-void causal_softmax_inplace(Matrix<Scalar>& scores) {
+void causal_softmax_inplace(Matrix<Scalar>& scores, SimdLevel level = simd_level()) {
   const Index n = scores.rows();
   CIRCUITRY_ASSERT(scores.cols() == n);
+  if (level != SimdLevel::none) {
+    // Column by column (contiguous), each row's max, exponentials and sum in the order of the
+    // row loop below, the exponentials vectorised.
+    Vector<Scalar> mx = scores.col(0), sum = Vector<Scalar>::Zero(n);
+    for (Index j = 1; j < n; ++j)
+      mx.tail(n - j) = mx.tail(n - j).cwiseMax(scores.col(j).tail(n - j));
+    for (Index j = 0; j < n; ++j) {
+      auto c = scores.col(j).tail(n - j);
+      c -= mx.tail(n - j);
+      exp_inplace(level, c.data(), n - j);
+      sum.tail(n - j) += c;
+      scores.col(j).head(j).setZero();
+    }
+    const Vector<Scalar> inv = sum.cwiseInverse();
+    for (Index j = 0; j < n; ++j) scores.col(j).tail(n - j).array() *= inv.tail(n - j).array();
+    return;
+  }
   for (Index i = 0; i < n; ++i) {
     Scalar mx = scores(i, 0);
     for (Index j = 1; j <= i; ++j) mx = std::max(mx, scores(i, j));
@@ -96,48 +116,17 @@ void causal_softmax_inplace(Matrix<Scalar>& scores) {
   }
 }
 
+/// The maximum of each row of `m`, reading a column-major matrix a column at a time.
+template <typename Derived>
+Vector<typename Derived::Scalar> row_max(const Eigen::MatrixBase<Derived>& m) {
+  if (Derived::IsRowMajor || m.cols() == 0) return m.rowwise().maxCoeff();
+  Vector<typename Derived::Scalar> mx = m.col(0);
+  for (Index j = 1; j < m.cols(); ++j) mx = mx.cwiseMax(m.col(j));
+  return mx;
+}
+
 /// Values per call of `exp_chunk` in sum_exp and row_logsumexp.
 constexpr int kExpChunk = 64;
-
-/// Coefficients of 1 + r + c2 r^2 + ... + c9 r^9, a polynomial of degree 9 fitted to e^r on
-/// |r| <= ln(2) / 2 with the smallest largest relative error (4e-14; Taylor's of degree 9: 7e-12).
-constexpr double kExpPoly[10] = {1.0,
-                                 1.0,
-                                 0.49999999999883799,
-                                 0.16666666668010868,
-                                 0.041666666860559184,
-                                 0.0083333327841125932,
-                                 0.0013888825338076614,
-                                 0.00019841940390442447,
-                                 2.4874661486645874e-05,
-                                 2.732960750164294e-06};
-
-/// y <- exp(y) for n doubles in [-708, 709]: 2^k e^r with k = round(y / ln 2) (the
-/// 1.5 * 2^52 rounding trick), r = y - k ln 2 in two parts (|r| <= ln(2) / 2), e^r by kExpPoly
-/// (relative error < 1e-13) and 2^k written into the exponent bits. A fixed-length loop without
-/// branches, so that compilers vectorise it at -O2: std::exp is scalar and Eigen's pexp is slow
-/// on plain SSE2 (no -march), and the losses of PathExpansion take about a billion exponentials.
-template <int n = kExpChunk>
-inline void exp_chunk(double* y) {
-#ifdef _OPENMP
-#pragma omp simd
-#endif
-  for (int j = 0; j < n; ++j) {
-    const double x = y[j];
-    const double shifter = 6755399441055744.0;  // 1.5 * 2^52
-    const double kd = x * 1.4426950408889634 + shifter;
-    const double k = kd - shifter;
-    const double r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10;
-    double p = kExpPoly[9];
-    for (int i = 8; i >= 0; --i) p = p * r + kExpPoly[i];
-    std::uint64_t bits;
-    std::memcpy(&bits, &kd, sizeof bits);
-    bits = (bits + 1023) << 52;  // the low bits of kd hold k: (k + 1023) << 52 is 2^k
-    double scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    y[j] = p * scale;
-  }
-}
 
 /// sum_j exp(x[j] - shift) over n values, accumulated in double; exact to a few ulps per term
 /// where x[j] - shift lies in [-708, 709] and clamped there otherwise (a term below e^-708 is
@@ -152,7 +141,7 @@ double sum_exp(const Scalar* x, Index n, double shift) {
         Eigen::Map<const Eigen::Array<Scalar, kExpChunk, 1>>(x + j).template cast<double>() - shift;
     raw += buf;
     buf = buf.max(-708.0).min(709.0);
-    exp_chunk(buf.data());
+    exp_chunk<kExpChunk>(buf.data());
     acc += buf;
   }
   double s = acc.sum(), check = raw.sum();
@@ -173,7 +162,8 @@ Vector<typename Derived::Scalar> row_logsumexp(const Eigen::MatrixBase<Derived>&
   using Scalar = typename Derived::Scalar;
   using Chunk = Eigen::Array<double, kExpChunk, 1>;
   const Index n = logits.rows(), V = logits.cols();
-  const Vector<Scalar> mx = logits.rowwise().maxCoeff();
+  const Vector<Scalar> mx = row_max(logits);
+  const SimdLevel level = simd_level();
   Vector<Scalar> out(n);
   Eigen::Matrix<Scalar, 1, Eigen::Dynamic> row(V);
   const auto slow = [&](Index i) {
@@ -197,7 +187,11 @@ Vector<typename Derived::Scalar> row_logsumexp(const Eigen::MatrixBase<Derived>&
       buf -= shift;
       raw += buf;
       buf = buf.max(-708.0).min(709.0);
-      exp_chunk(buf.data());
+      if (level == SimdLevel::none) {
+        exp_chunk<kExpChunk>(buf.data());
+      } else {
+        exp_inplace(level, buf.data(), kExpChunk);
+      }
       acc += buf;
     }
     for (Index i = 0; i < m; ++i) {
@@ -224,182 +218,72 @@ Vector<typename Derived::Scalar> next_token_losses(const Eigen::MatrixBase<Deriv
   return out;
 }
 
-/// Rows per block when a [tokens x d_vocab] computation is split over threads.
-constexpr Index kRowBlock = 64;
+/// out = A Y for a causal [S, S] attention pattern A (zero above the diagonal) and Y [S, n]
+/// (leading dimension ldy); out [S, n] (ldo). With the kernels of `level`, in panels of 48 rows,
+/// each multiplied by only the rows of Y it reaches (about half the products of A Y), the
+/// zeros of the diagonal block included; with Eigen's triangular product at none (which reads
+/// nothing above the diagonal).
+template <typename Scalar>
+void causal_product(SimdLevel level, const Matrix<Scalar>& A, const Scalar* Y, Index ldy, Index n,
+                    Scalar* out, Index ldo) {
+  using Strided = Eigen::OuterStride<>;
+  const Index S = A.rows();
+  if (level == SimdLevel::none) {
+    Eigen::Map<Matrix<Scalar>, Eigen::Unaligned, Strided>(out, S, n, Strided(ldo)).noalias() =
+        A.template triangularView<Eigen::Lower>() *
+        Eigen::Map<const Matrix<Scalar>, Eigen::Unaligned, Strided>(Y, S, n, Strided(ldy));
+    return;
+  }
+  constexpr Index kRows = 48;
+  for (Index r0 = 0; r0 < S; r0 += kRows) {
+    const Index rows = std::min(kRows, S - r0);
+    gemm(level, rows, n, r0 + rows, A.data() + r0, S, Y, ldy, out + r0, ldo);
+  }
+}
 
-/// The masks of a tile in PathExpansion::losses: mask k's logits are the full logits (minus[k])
-/// or the logit bias, minus (minus[k]) or plus the components whose rows start at the tile row
-/// offsets parts[begin[k]] .. parts[begin[k + 1] - 1].
-struct TileMasks {
-  std::vector<char> minus;
-  std::vector<Index> begin{0};
-  std::vector<Index> parts;
-  Index size() const { return static_cast<Index>(minus.size()); }
+/// One thread's buffers for attention_head.
+template <typename Scalar>
+struct HeadBuffers {
+  Matrix<Scalar> q, k, kt, v;
 };
 
-/// For each mask k of `m` and column j < cols, with y the mask's logits of the R rows of the
-/// tile minus `shift`: base(:, j) ([R, cols]: the full logits minus shift) or bias[j] - shift,
-/// -/+ the components' rows of tile(:, j) (column-major, leading dimension ld):
-/// acc(:, k) += exp(y), y clamped to [-708, 709], and raw(:, k) += y (to find non-finite logits).
-/// acc and raw: [R, m.size()], column-major. Vectorised over the R rows.
-template <int R, typename T>
-void exp_sums(const TileMasks& m, Index cols, const double* base, const T* bias,
-              const double* shift, const T* tile, Index ld, double* acc, double* raw) {
-  using Rows = Eigen::Array<double, R, 1>;
-  const Eigen::Map<const Rows> sh(shift);
-  for (Index j = 0; j < cols; ++j) {
-    const Eigen::Map<const Rows> b(base + j * R);
-    const Rows c = static_cast<double>(bias[j]) - sh;
-    const T* col = tile + j * ld;
-    for (Index k = 0; k < m.size(); ++k) {
-      const bool minus = m.minus[static_cast<std::size_t>(k)] != 0;
-      alignas(64) double y[R];
-      Eigen::Map<Rows> Y(y);
-      if (minus) {
-        Y = b;
-      } else {
-        Y = c;
-      }
-      for (Index q = m.begin[static_cast<std::size_t>(k)];
-           q < m.begin[static_cast<std::size_t>(k) + 1]; ++q) {
-        const Eigen::Map<const Eigen::Array<T, R, 1>> part(col +
-                                                           m.parts[static_cast<std::size_t>(q)]);
-        if (minus) {
-          Y -= part.template cast<double>();
-        } else {
-          Y += part.template cast<double>();
-        }
-      }
-      Eigen::Map<Rows>(raw + k * R) += Y;
-      Y = Y.max(-708.0).min(709.0);
-      exp_chunk<R>(y);
-      Eigen::Map<Rows>(acc + k * R) += Y;
-    }
-  }
-}
-
-#if CIRCUITRY_SIMD_DISPATCH
-/// exp of 4 doubles in [-708, 709] (NaN stays NaN): exp_chunk's method, with FMA.
-CIRCUITRY_TARGET_AVX2 inline __m256d exp4_avx2(__m256d x) {
-  const __m256d shifter = _mm256_set1_pd(6755399441055744.0);
-  const __m256d kd = _mm256_fmadd_pd(x, _mm256_set1_pd(1.4426950408889634), shifter);
-  const __m256d k = _mm256_sub_pd(kd, shifter);
-  __m256d r = _mm256_fnmadd_pd(k, _mm256_set1_pd(0.6931471803691238), x);
-  r = _mm256_fnmadd_pd(k, _mm256_set1_pd(1.9082149292705877e-10), r);
-  __m256d p = _mm256_set1_pd(kExpPoly[9]);
-  for (int i = 8; i >= 0; --i) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kExpPoly[i]));
-  const __m256i e =
-      _mm256_slli_epi64(_mm256_add_epi64(_mm256_castpd_si256(kd), _mm256_set1_epi64x(1023)), 52);
-  return _mm256_mul_pd(p, _mm256_castsi256_pd(e));
-}
-
-/// exp_sums for doubles with AVX2+FMA (raw is not used: NaN propagates to acc, and a +inf logit
-/// gives a sum beyond any threshold a caller can check).
-template <int R>
-CIRCUITRY_TARGET_AVX2 void exp_sums_avx2(const TileMasks& m, Index cols, const double* base,
-                                         const double* bias, const double* shift,
-                                         const double* tile, Index ld, double* acc) {
-  static_assert(R % 4 == 0, "exp_sums_avx2: R must be a multiple of 4");
-  constexpr int P = R / 4;
-  const __m256d lo = _mm256_set1_pd(-708.0), hi = _mm256_set1_pd(709.0);
-  __m256d sh[P];
-  for (int p = 0; p < P; ++p) sh[p] = _mm256_loadu_pd(shift + 4 * p);
-  for (Index j = 0; j < cols; ++j) {
-    __m256d b[P], c[P];
-    const __m256d bj = _mm256_set1_pd(bias[j]);
-    for (int p = 0; p < P; ++p) {
-      b[p] = _mm256_loadu_pd(base + j * R + 4 * p);
-      c[p] = _mm256_sub_pd(bj, sh[p]);
-    }
-    const double* col = tile + j * ld;
-    for (Index k = 0; k < m.size(); ++k) {
-      const std::size_t kk = static_cast<std::size_t>(k);
-      const bool minus = m.minus[kk] != 0;
-      __m256d y[P];
-      for (int p = 0; p < P; ++p) y[p] = minus ? b[p] : c[p];
-      for (Index q = m.begin[kk]; q < m.begin[kk + 1]; ++q) {
-        const double* t = col + m.parts[static_cast<std::size_t>(q)];
-        for (int p = 0; p < P; ++p) {
-          const __m256d v = _mm256_loadu_pd(t + 4 * p);
-          y[p] = minus ? _mm256_sub_pd(y[p], v) : _mm256_add_pd(y[p], v);
-        }
-      }
-      double* a = acc + k * R;
-      for (int p = 0; p < P; ++p) {
-        // max(lo, y), min(hi, y): the second operand (y) is returned when it is NaN.
-        const __m256d e = exp4_avx2(_mm256_min_pd(hi, _mm256_max_pd(lo, y[p])));
-        _mm256_storeu_pd(a + 4 * p, _mm256_add_pd(_mm256_loadu_pd(a + 4 * p), e));
-      }
-    }
-  }
-}
-
-/// out = a b with AVX2+FMA, all column-major: a [rows, depth] (leading dimension lda), b [depth,
-/// cols] (ldb), out [rows, cols] (ldo); rows a multiple of 8. A 8 x 4 block of out per step.
-CIRCUITRY_TARGET_AVX2 inline void product_avx2(const double* a, Index lda, Index rows, Index depth,
-                                               const double* b, Index ldb, Index cols, double* out,
-                                               Index ldo) {
-  Index j = 0;
-  for (; j + 4 <= cols; j += 4) {
-    const double* b0 = b + j * ldb;
-    for (Index i = 0; i < rows; i += 8) {
-      __m256d s[8];
-      for (int q = 0; q < 8; ++q) s[q] = _mm256_setzero_pd();
-      const double* z = a + i;
-      for (Index k = 0; k < depth; ++k, z += lda) {
-        const __m256d z0 = _mm256_loadu_pd(z), z1 = _mm256_loadu_pd(z + 4);
-        for (int q = 0; q < 4; ++q) {
-          const __m256d w = _mm256_broadcast_sd(b0 + q * ldb + k);
-          s[2 * q] = _mm256_fmadd_pd(z0, w, s[2 * q]);
-          s[2 * q + 1] = _mm256_fmadd_pd(z1, w, s[2 * q + 1]);
-        }
-      }
-      for (int q = 0; q < 4; ++q) {
-        _mm256_storeu_pd(out + (j + q) * ldo + i, s[2 * q]);
-        _mm256_storeu_pd(out + (j + q) * ldo + i + 4, s[2 * q + 1]);
-      }
-    }
-  }
-  for (; j < cols; ++j) {
-    for (Index i = 0; i < rows; i += 8) {
-      __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-      const double* z = a + i;
-      for (Index k = 0; k < depth; ++k, z += lda) {
-        const __m256d w = _mm256_broadcast_sd(b + j * ldb + k);
-        s0 = _mm256_fmadd_pd(_mm256_loadu_pd(z), w, s0);
-        s1 = _mm256_fmadd_pd(_mm256_loadu_pd(z + 4), w, s1);
-      }
-      _mm256_storeu_pd(out + j * ldo + i, s0);
-      _mm256_storeu_pd(out + j * ldo + i + 4, s1);
-    }
-  }
-}
-#endif  // CIRCUITRY_SIMD_DISPATCH
-
-/// out = a b (out is resized; it must not alias a or b). With the AVX2+FMA kernel (doubles, when
-/// the processor has it) in parallel panels of 64 rows, each read from cache while all of b
-/// streams past it; with Eigen's product otherwise. For the logits, [tokens, d_model] W_U.
+/// Head `hd` on the S tokens of one sequence, rows row0 .. row0 + S - 1 of the layer's input
+/// (qk_in for queries and keys, x for values; [N, d_model]): buf.q, buf.k, buf.v = those rows
+/// times W_Q, W_K, W_V plus the biases; returns the causal pattern softmax(q k^T inv_scale)
+/// (zero above the diagonal) and writes z = pattern v into the same rows of z ([N, d_ov]).
+/// Only the scores on and below the diagonal are computed, in panels of 48 rows.
 template <typename Scalar>
-void multiply(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Matrix<Scalar>& out) {
-  out.resize(a.rows(), b.cols());
-#if CIRCUITRY_SIMD_DISPATCH
-  if constexpr (std::is_same<Scalar, double>::value) {
-    if (has_avx2_fma() && a.cols() > 0) {
-      const Index rows8 = a.rows() / 8 * 8, panel = 64, panels = (rows8 + panel - 1) / panel;
-      CIRCUITRY_OMP_PARALLEL_FOR
-      for (Index q = 0; q < panels; ++q) {
-        const Index r0 = q * panel;
-        product_avx2(a.data() + r0, a.rows(), std::min(panel, rows8 - r0), a.cols(), b.data(),
-                     b.rows(), b.cols(), out.data() + r0, out.rows());
-      }
-      if (rows8 < a.rows())
-        out.bottomRows(a.rows() - rows8).noalias() = a.bottomRows(a.rows() - rows8) * b;
-      return;
-    }
+Matrix<Scalar> attention_head(SimdLevel level, const AttentionHead<Scalar>& hd,
+                              const Matrix<Scalar>& qk_in, const Matrix<Scalar>& x, Index row0,
+                              Index S, Scalar inv_scale, Matrix<Scalar>& z,
+                              HeadBuffers<Scalar>& buf) {
+  const auto project = [&](const Matrix<Scalar>& in, const Matrix<Scalar>& W,
+                           const Vector<Scalar>& bias, Matrix<Scalar>& out) {
+    out.resize(S, W.cols());
+    gemm(level, S, W.cols(), W.rows(), in.data() + row0, in.rows(), W.data(), W.rows(), out.data(),
+         S);
+    out.rowwise() += bias.transpose();
+  };
+  project(qk_in, hd.W_Q, hd.b_Q, buf.q);
+  project(qk_in, hd.W_K, hd.b_K, buf.k);
+  project(x, hd.W_V, hd.b_V, buf.v);
+  buf.kt = buf.k.transpose();
+  Matrix<Scalar> pattern(S, S);
+  prefault(pattern);
+  constexpr Index kRows = 48;
+  for (Index r0 = 0; r0 < S; r0 += kRows) {
+    const Index rows = std::min(kRows, S - r0), cols = r0 + rows;
+    gemm(level, rows, cols, buf.q.cols(), buf.q.data() + r0, S, buf.kt.data(), buf.kt.rows(),
+         pattern.data() + r0, S);
+    pattern.block(r0, 0, rows, cols) *= inv_scale;
   }
-#endif
-  out.noalias() = a * b;
+  causal_softmax_inplace(pattern, level);  // writes the zeros above the diagonal
+  causal_product(level, pattern, buf.v.data(), S, buf.v.cols(), z.data() + row0, z.rows());
+  return pattern;
 }
+
+/// Rows per block when a [tokens x d_vocab] computation is split over threads.
+constexpr Index kRowBlock = 64;
 
 }  // namespace detail
 }  // namespace circuitry

@@ -43,7 +43,7 @@ class FrozenModel {
   /// heads, missing patterns or scales).
   FrozenModel(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
               const ForwardCache<Scalar>& cache)
-      : model_(model), tokens_(tokens) {
+      : model_(copy_model(model)), tokens_(tokens) {
     check_tokens(tokens, model.config);
     check_cache(cache);
     freeze(cache);
@@ -52,7 +52,7 @@ class FrozenModel {
   /// attn-only-2l on 8 x 256 tokens, 64 MB of patterns).
   FrozenModel(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
               ForwardCache<Scalar>&& cache)
-      : model_(model), tokens_(tokens) {
+      : model_(copy_model(model)), tokens_(tokens) {
     check_tokens(tokens, model.config);
     check_cache(cache);
     freeze(std::move(cache));
@@ -71,7 +71,7 @@ class FrozenModel {
     return ln1_scales_.at(static_cast<std::size_t>(layer));
   }
   const Vector<Scalar>& ln_final_scales() const { return ln_final_scales_; }
-  /// The frozen [S, S] pattern of head `id` on sequence `b`.
+  /// The frozen [S, S] pattern of head `id` on sequence `b` (zero above the diagonal).
   const Matrix<Scalar>& pattern(HeadId id, Index b) const {
     return patterns_.at(static_cast<std::size_t>(id.layer))
         .at(static_cast<std::size_t>(id.head))
@@ -92,10 +92,27 @@ class FrozenModel {
   /// centred over d_model (unless `ln` is `none`).
   static Matrix<Scalar> read_through(const LayerNorm<Scalar>& ln, const Matrix<Scalar>& W,
                                      const Matrix<Scalar>& W_read) {
-    if (ln.type == NormalizationType::none) return W * W_read;
-    Matrix<Scalar> Wc = W.colwise() - W.rowwise().mean();
+    Matrix<Scalar> Wc = W, out;
+    if (ln.type != NormalizationType::none) Wc = W.colwise() - W.rowwise().mean();
     if (ln.type == NormalizationType::LN) Wc.array().rowwise() *= ln.w.transpose().array();
-    return Wc * W_read;
+    detail::multiply(Wc, W_read, out);
+    return out;
+  }
+  /// read_through(ln, I, W_read) without the product: X = [diag(w)] W_read minus the mean of
+  /// its rows (I_c = I - 1 1^T / d_model), or W_read for `none`.
+  static Matrix<Scalar> read_through_identity(const LayerNorm<Scalar>& ln,
+                                              const Matrix<Scalar>& W_read) {
+    if (ln.type == NormalizationType::none) return W_read;
+    Matrix<Scalar> X(W_read.rows(), W_read.cols());
+    detail::prefault(X);
+    if (ln.type == NormalizationType::LN) {
+      X = ln.w.asDiagonal() * W_read;
+    } else {
+      X = W_read;
+    }
+    const RowVector<Scalar> mean = X.colwise().mean();
+    X.rowwise() -= mean;
+    return X;
   }
 
   /// Lin_l(X): layer l's LN1 with frozen scales and without its bias b, [N, d_model].
@@ -243,6 +260,20 @@ class FrozenModel {
     return std::move(*forward(model, tokens, options).cache);
   }
 
+  /// A copy of `model` whose large matrices (W_E, W_U, W_pos) are prefaulted before they are
+  /// copied into (detail/prefault.hpp).
+  static AttentionOnlyModel<Scalar> copy_model(const AttentionOnlyModel<Scalar>& model) {
+    AttentionOnlyModel<Scalar> m;
+    for (auto [to, from] : {std::pair<Matrix<Scalar>*, const Matrix<Scalar>*>{&m.W_E, &model.W_E},
+                            {&m.W_U, &model.W_U},
+                            {&m.W_pos, &model.W_pos}}) {
+      to->resize(from->rows(), from->cols());
+      detail::prefault(*to);
+    }
+    m = model;  // the same sizes: copied into the prefaulted storage
+    return m;
+  }
+
   template <typename Cache>  // const ForwardCache& (copied) or ForwardCache&& (moved from)
   void freeze(Cache&& cache) {
     const auto take = [](auto& x) -> decltype(auto) {  // x: a member of `cache`
@@ -259,6 +290,23 @@ class FrozenModel {
       patterns_.push_back(std::move(heads));
     }
     ln_final_scales_ = take(cache.ln_final_scales);
+    // Patterns are causal: what lies above the diagonal (zeros in forward's) is set to zero, so
+    // that products with them may skip or include that part alike (PathExpansion, `attend`).
+    std::vector<Matrix<Scalar>*> all;
+    for (auto& layer : patterns_) {
+      for (auto& head : layer) {
+        for (Matrix<Scalar>& pattern : head) all.push_back(&pattern);
+      }
+    }
+    const Index n = static_cast<Index>(all.size());
+    CIRCUITRY_OMP_PARALLEL_FOR
+    for (Index i = 0; i < n; ++i) {
+      Matrix<Scalar>& pattern = *all[static_cast<std::size_t>(i)];
+      for (Index j = 1; j < pattern.cols(); ++j) {
+        auto above = pattern.col(j).head(std::min(j, pattern.rows()));
+        if (!(above.array() == Scalar(0)).all()) above.setZero();
+      }
+    }
   }
 
   void check_cache(const ForwardCache<Scalar>& cache) const {
