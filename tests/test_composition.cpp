@@ -57,6 +57,27 @@ TEST_CASE_TEMPLATE("composition scores equal the dense definition for every earl
   }
 }
 
+TEST_CASE("all_composition_scores gives the Q, K and V scores of composition_scores at once") {
+  test::RandomModelSpec spec;
+  spec.n_layers = 4;
+  spec.n_heads = 3;
+  spec.d_model = 12;
+  spec.d_head = 4;
+  spec.seed = 5;
+  const auto model = test::random_model<double>(spec);
+  const auto all = all_composition_scores(model);
+  const CompositionType types[3] = {CompositionType::Q, CompositionType::K, CompositionType::V};
+  for (std::size_t t = 0; t < 3; ++t) {
+    CAPTURE(to_string(types[t]));
+    const auto one = composition_scores(model, types[t]);
+    REQUIRE(all[t].data.size() == one.data.size());
+    for (std::size_t i = 0; i < one.data.size(); ++i) CHECK(all[t].data[i] == one.data[i]);
+  }
+  // The later layers' scores are not all zero (the causal-pair indexing reaches layer 3).
+  CHECK(all[2]({2, 1}, {3, 2}) > 0.0);
+  CHECK(all[0]({0, 0}, {3, 0}) > 0.0);
+}
+
 TEST_CASE("a one-layer model has no composition") {
   test::RandomModelSpec spec;
   spec.n_layers = 1;

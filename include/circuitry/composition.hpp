@@ -21,13 +21,18 @@
 ///     ||W_A W_B||_F^2 = < W_A^T W_A , W_B W_B^T >_F
 ///
 /// Each head's two d_model x d_model Gram matrices (rank <= d_head, built from d_head x d_head
-/// Grams) are packed once as vectors of their upper triangles, and all pair scores come from one
-/// matrix product of the packed left and right Grams.
+/// Grams, upper triangle only) are packed once as vectors of their upper triangles (in parallel
+/// over heads), and the scores of all causal pairs come from one matrix product per earlier layer
+/// of the packed left and right Grams. `all_composition_scores(model)` gives the three kinds and
+/// computes the left Grams once.
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <random>
 #include <vector>
 
+#include "circuitry/detail/simd_dispatch.hpp"
 #include "circuitry/factored_matrix.hpp"
 #include "circuitry/model.hpp"
 
@@ -79,97 +84,131 @@ struct CompositionScores {
 
 namespace detail {
 
-/// Packs the upper triangle of a symmetric matrix S into `out` with off-diagonal entries scaled
-/// by sqrt(2), so that <pack(S), pack(T)> = <S, T>_F.
-template <typename Scalar, typename Out>
-void pack_symmetric(const Matrix<Scalar>& S, Out&& out) {
+/// Packs the upper triangle of the symmetric matrix whose upper triangle `S` holds into `out`
+/// (contiguous, d (d + 1) / 2 entries) with off-diagonal entries scaled by sqrt(2), so that
+/// <pack(S), pack(T)> = <S, T>_F. Only S(i, j), i <= j, is read.
+template <typename Scalar>
+void pack_symmetric(const Matrix<Scalar>& S, Scalar* out) {
   const Scalar root2 = std::sqrt(Scalar(2));
-  Index k = 0;
   for (Index j = 0; j < S.cols(); ++j) {
-    for (Index i = 0; i < j; ++i) out(k++) = root2 * S(i, j);
-    out(k++) = S(j, j);
+    const Scalar* col = S.col(j).data();
+    for (Index i = 0; i < j; ++i) *out++ = root2 * col[i];
+    *out++ = col[j];
   }
 }
 
-/// X Y X^T for symmetric Y (d x d) and X (D x d): the d_model x d_model Gram of a rank-d map.
+/// X Y X^T for symmetric Y (d x d) and X (D x d), the d_model x d_model Gram of a rank-d map,
+/// packed (pack_symmetric) into `out`; returns its trace. Only the upper triangle is computed:
+/// half the flops of the full product.
 template <typename Scalar>
-Matrix<Scalar> sandwich(const Matrix<Scalar>& X, const Matrix<Scalar>& Y) {
-  Matrix<Scalar> XY = X * Y;
-  Matrix<Scalar> out(X.rows(), X.rows());
-  out.noalias() = XY * X.transpose();
-  return out;
+Scalar packed_sandwich(const Matrix<Scalar>& X, const Matrix<Scalar>& Y, Scalar* out) {
+  const Matrix<Scalar> XY = X * Y;
+  Matrix<Scalar> G(X.rows(), X.rows());
+  G.template triangularView<Eigen::Upper>() = XY * X.transpose();
+  pack_symmetric<Scalar>(G, out);
+  return G.diagonal().sum();
 }
 
-/// W_B W_B^T for the right-hand matrix of each composition kind, and ||W_B||_F^2.
+/// The packed Gram of the right-hand matrix W_B of each composition kind, W_B W_B^T, into
+/// `out`; returns ||W_B||_F^2 (its trace).
 template <typename Scalar>
-Matrix<Scalar> right_gram(const AttentionHead<Scalar>& h, CompositionType type) {
+Scalar packed_right_gram(const AttentionHead<Scalar>& h, CompositionType type, Scalar* out) {
   switch (type) {
-    case CompositionType::Q: {  // QK QK^T = W_Q (W_K^T W_K) W_Q^T
-      const Matrix<Scalar> g = h.W_K.transpose() * h.W_K;
-      return sandwich<Scalar>(h.W_Q, g);
-    }
-    case CompositionType::K: {  // QK^T QK = W_K (W_Q^T W_Q) W_K^T
-      const Matrix<Scalar> g = h.W_Q.transpose() * h.W_Q;
-      return sandwich<Scalar>(h.W_K, g);
-    }
+    case CompositionType::Q:  // QK QK^T = W_Q (W_K^T W_K) W_Q^T
+      return packed_sandwich<Scalar>(h.W_Q, h.W_K.transpose() * h.W_K, out);
+    case CompositionType::K:  // QK^T QK = W_K (W_Q^T W_Q) W_K^T
+      return packed_sandwich<Scalar>(h.W_K, h.W_Q.transpose() * h.W_Q, out);
     case CompositionType::V:
-    default: {  // OV OV^T = W_V (W_O W_O^T) W_V^T
-      const Matrix<Scalar> g = h.W_O * h.W_O.transpose();
-      return sandwich<Scalar>(h.W_V, g);
+    default:  // OV OV^T = W_V (W_O W_O^T) W_V^T
+      return packed_sandwich<Scalar>(h.W_V, h.W_O * h.W_O.transpose(), out);
+  }
+}
+
+/// Packed Grams, one column per head of `layers` (first, first + count): column
+/// (l - first) H + h. Each column is divided by the Gram's trace (the squared norm of the
+/// head's matrix), so that the dot product of a left and a right column is score^2. In
+/// parallel over heads (each Gram's products single-threaded inside).
+template <typename Scalar, typename GramOf>
+Matrix<Scalar> packed_grams(const AttentionOnlyModel<Scalar>& model, int first, int count,
+                            GramOf gram_of) {
+  const int H = model.n_heads();
+  const Index D = model.W_E.cols();
+  const Index n = static_cast<Index>(count) * H;
+  Matrix<Scalar> packed(D * (D + 1) / 2, n);
+  CIRCUITRY_OMP_PARALLEL_FOR
+  for (Index c = 0; c < n; ++c) {
+    const AttentionHead<Scalar>& head =
+        model.head(first + static_cast<int>(c / H), static_cast<int>(c % H));
+    const Scalar norm2 = gram_of(head, packed.col(c).data());
+    if (norm2 > Scalar(0)) packed.col(c) /= norm2;
+  }
+  return packed;
+}
+
+/// The left Grams of every head that can be composed with (layers 0 .. L-2): OV^T OV =
+/// W_O^T (W_V^T W_V) W_O.
+template <typename Scalar>
+Matrix<Scalar> packed_left_grams(const AttentionOnlyModel<Scalar>& model) {
+  return packed_grams(
+      model, 0, model.n_layers() - 1, [](const AttentionHead<Scalar>& h, Scalar* out) {
+        return packed_sandwich<Scalar>(h.W_O.transpose(), h.W_V.transpose() * h.W_V, out);
+      });
+}
+
+/// Scores of one kind from the packed left Grams: for each earlier layer, one product of its
+/// heads' columns with the columns of the heads of all later layers (causal pairs only).
+template <typename Scalar>
+CompositionScores<Scalar> composition_scores_from(const AttentionOnlyModel<Scalar>& model,
+                                                  const Matrix<Scalar>& left,
+                                                  CompositionType type) {
+  const int L = model.n_layers(), H = model.n_heads();
+  CompositionScores<Scalar> scores(L, H);
+  const Matrix<Scalar> right =
+      packed_grams(model, 1, L - 1, [type](const AttentionHead<Scalar>& h, Scalar* out) {
+        return packed_right_gram<Scalar>(h, type, out);
+      });
+  Matrix<Scalar> S;
+  for (int la = 0; la + 1 < L; ++la) {
+    // Right column (lb - 1) H + hb holds head (lb, hb); layers lb > la start at column la H.
+    const Index first = static_cast<Index>(la) * H;
+    S.noalias() = left.middleCols(first, H).transpose() * right.rightCols(right.cols() - first);
+    for (int ha = 0; ha < H; ++ha) {
+      for (Index c = 0; c < S.cols(); ++c) {
+        const HeadId b{la + 1 + static_cast<int>(c / H), static_cast<int>(c % H)};
+        scores({la, ha}, b) = std::sqrt(std::max(Scalar(0), S(ha, c)));
+      }
     }
   }
+  return scores;
 }
 
 }  // namespace detail
 
 /// All composition scores of one kind (see composition.hpp), as TransformerLens's
 /// `model.all_composition_scores(kind)`: entry (A, B) for A in a strictly earlier layer than B,
-/// zero otherwise. Memory: two packed d_model (d_model + 1) / 2 vectors per head.
+/// zero otherwise. Memory: a packed d_model (d_model + 1) / 2 vector per head and side.
 template <typename Scalar>
 CompositionScores<Scalar> composition_scores(const AttentionOnlyModel<Scalar>& model,
                                              CompositionType type) {
+  if (model.n_layers() < 2) return CompositionScores<Scalar>(model.n_layers(), model.n_heads());
+  return detail::composition_scores_from(model, detail::packed_left_grams(model), type);
+}
+
+/// The three kinds at once, {Q, K, V}: the left Grams (the writing heads' OV^T OV) are computed
+/// once for all three.
+template <typename Scalar>
+std::array<CompositionScores<Scalar>, 3> all_composition_scores(
+    const AttentionOnlyModel<Scalar>& model) {
   const int L = model.n_layers(), H = model.n_heads();
-  CompositionScores<Scalar> scores(L, H);
-  if (L < 2) return scores;
-  const Index D = model.W_E.cols();
-  const Index P = D * (D + 1) / 2;
-  const Index n_left = static_cast<Index>(L - 1) * H;   // heads of layers 0 .. L-2
-  const Index n_right = static_cast<Index>(L - 1) * H;  // heads of layers 1 .. L-1
-  // Rows: packed Grams divided by the squared norm, so that X Y^T holds score^2.
-  Matrix<Scalar> X(n_left, P), Y(n_right, P);
-  for (int l = 0; l + 1 < L; ++l) {
-    for (int h = 0; h < H; ++h) {
-      const auto& hd = model.head(l, h);
-      const Matrix<Scalar> g = hd.W_V.transpose() * hd.W_V;  // OV^T OV = W_O^T (W_V^T W_V) W_O
-      const Matrix<Scalar> left = detail::sandwich<Scalar>(hd.W_O.transpose(), g);
-      const Scalar norm2 = left.trace();
-      const Index row = static_cast<Index>(l) * H + h;
-      detail::pack_symmetric<Scalar>(left, X.row(row));
-      if (norm2 > Scalar(0)) X.row(row) /= norm2;
-    }
-  }
-  for (int l = 1; l < L; ++l) {
-    for (int h = 0; h < H; ++h) {
-      const Matrix<Scalar> right = detail::right_gram(model.head(l, h), type);
-      const Scalar norm2 = right.trace();
-      const Index row = static_cast<Index>(l - 1) * H + h;
-      detail::pack_symmetric<Scalar>(right, Y.row(row));
-      if (norm2 > Scalar(0)) Y.row(row) /= norm2;
-    }
-  }
-  Matrix<Scalar> S(n_left, n_right);
-  S.noalias() = X * Y.transpose();
-  for (int la = 0; la + 1 < L; ++la) {
-    for (int ha = 0; ha < H; ++ha) {
-      for (int lb = la + 1; lb < L; ++lb) {
-        for (int hb = 0; hb < H; ++hb) {
-          const Scalar s2 = S(static_cast<Index>(la) * H + ha, static_cast<Index>(lb - 1) * H + hb);
-          scores({la, ha}, {lb, hb}) = std::sqrt(std::max(Scalar(0), s2));
-        }
-      }
-    }
-  }
-  return scores;
+  std::array<CompositionScores<Scalar>, 3> out{CompositionScores<Scalar>(L, H),
+                                               CompositionScores<Scalar>(L, H),
+                                               CompositionScores<Scalar>(L, H)};
+  if (L < 2) return out;
+  const Matrix<Scalar> left = detail::packed_left_grams(model);
+  const CompositionType types[3] = {CompositionType::Q, CompositionType::K, CompositionType::V};
+  for (std::size_t t = 0; t < 3; ++t)
+    out[t] = detail::composition_scores_from(model, left, types[t]);
+  return out;
 }
 
 /// Mean and standard deviation of the composition score of independent random heads with

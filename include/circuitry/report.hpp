@@ -20,6 +20,7 @@
 /// plus `config`. The model must already be processed as TransformerLens processes it
 /// (`process_weights`), as the references are.
 
+#include <array>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -195,9 +196,11 @@ void report_norms(const AttentionOnlyModel<Scalar>& model, const EmbeddingGrams<
 template <typename Scalar>
 void report_composition(const AttentionOnlyModel<Scalar>& model, nlohmann::json& out) {
   const int L = model.n_layers(), H = model.n_heads();
-  for (CompositionType type : {CompositionType::Q, CompositionType::K, CompositionType::V}) {
-    const CompositionScores<Scalar> s = composition_scores(model, type);
-    out[std::string("composition_") + to_string(type)] = detail::per_head(L, H, [&](HeadId a) {
+  const std::array<CompositionScores<Scalar>, 3> all = all_composition_scores(model);
+  const CompositionType types[3] = {CompositionType::Q, CompositionType::K, CompositionType::V};
+  for (std::size_t t = 0; t < 3; ++t) {
+    const CompositionScores<Scalar>& s = all[t];
+    out[std::string("composition_") + to_string(types[t])] = detail::per_head(L, H, [&](HeadId a) {
       return detail::per_head(L, H, [&](HeadId b) { return static_cast<double>(s(a, b)); });
     });
   }
