@@ -8,6 +8,7 @@
 
 #include "support/random_model.hpp"
 #include "support/reference.hpp"
+#include "support/simd_levels.hpp"
 
 using namespace circuitry;
 
@@ -229,4 +230,29 @@ TEST_CASE("float weights whose circuit overflows float are a numerical_error; do
   h.W_O *= 1e18;
   CHECK(copying_score(ov_eigenvalues(model.cast<float>(), {0, 0})) ==
         doctest::Approx(score).epsilon(1e-3));
+}
+
+TEST_CASE_TEMPLATE(
+    "the embedding Gram matrices are W_E^T W_E, W_U W_U^T and W_U W_E at every SIMD level", Scalar,
+    float, double) {
+  test::RandomModelSpec spec;
+  spec.d_model = 37;    // not a whole number of vectors
+  spec.d_vocab = 1000;  // several chunks of multiply_long's inner dimension, the last partial
+  spec.seed = 4;
+  const auto model = test::random_model<double>(spec);
+  const auto model_s = model.template cast<Scalar>();
+  const Matrix<double> E = model.W_E.transpose() * model.W_E;
+  const Matrix<double> U = model.W_U * model.W_U.transpose();
+  const Matrix<double> UE = model.W_U * model.W_E;
+  const double tol = std::is_same<Scalar, float>::value ? 1e-5 : 1e-12;
+  for (const auto level : test::simd_levels()) {
+    CAPTURE(std::string(detail::simd_level_name(level)));
+    const test::ForcedSimdLevel forced(level);
+    const EmbeddingGrams<Scalar> grams(model_s);
+    CHECK((grams.E.template cast<double>() - E).norm() <= tol * E.norm());
+    CHECK((grams.U.template cast<double>() - U).norm() <= tol * U.norm());
+    CHECK((grams.UE.template cast<double>() - UE).norm() <= tol * UE.norm());
+    CHECK(grams.E == grams.E.transpose());  // exactly symmetric
+    CHECK(grams.U == grams.U.transpose());
+  }
 }

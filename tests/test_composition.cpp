@@ -5,6 +5,7 @@
 #include <circuitry/composition.hpp>
 
 #include "support/random_model.hpp"
+#include "support/simd_levels.hpp"
 
 using namespace circuitry;
 
@@ -76,6 +77,31 @@ TEST_CASE("all_composition_scores gives the Q, K and V scores of composition_sco
   // The later layers' scores are not all zero (the causal-pair indexing reaches layer 3).
   CHECK(all[2]({2, 1}, {3, 2}) > 0.0);
   CHECK(all[0]({0, 0}, {3, 0}) > 0.0);
+}
+
+TEST_CASE_TEMPLATE("composition scores are the same at every SIMD level", Scalar, float, double) {
+  test::RandomModelSpec spec;
+  spec.n_layers = 3;
+  spec.n_heads = 3;
+  spec.d_model = 45;  // a packed Gram of 1035 entries: several chunks, the last partial
+  spec.d_head = 5;
+  spec.seed = 8;
+  const auto model = test::random_model<double>(spec).template cast<Scalar>();
+  const double tol = std::is_same<Scalar, float>::value ? 1e-5 : 1e-12;
+  std::vector<std::array<CompositionScores<Scalar>, 3>> by_level;
+  for (const auto level : test::simd_levels()) {
+    const test::ForcedSimdLevel forced(level);
+    by_level.push_back(all_composition_scores(model));
+  }
+  for (std::size_t l = 1; l < by_level.size(); ++l) {
+    CAPTURE(l);
+    for (std::size_t t = 0; t < 3; ++t) {
+      for (std::size_t i = 0; i < by_level[0][t].data.size(); ++i) {
+        CHECK(static_cast<double>(by_level[l][t].data[i]) ==
+              doctest::Approx(static_cast<double>(by_level[0][t].data[i])).epsilon(tol));
+      }
+    }
+  }
 }
 
 TEST_CASE("a one-layer model has no composition") {

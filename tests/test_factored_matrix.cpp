@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "circuitry/factored_matrix.hpp"
+#include "support/simd_levels.hpp"
 
 namespace {
 
@@ -670,6 +671,37 @@ TEST_CASE_TEMPLATE("diagonal_rank counts the entries of each row strictly above 
       for (Index j = 0; j < 15; ++j) want += d(i, j) > d(i, i) ? 1 : 0;
       CHECK(rank(i) == want);
     }
+  }
+}
+
+TEST_CASE_TEMPLATE("diagonal_rank gives the same ranks at every SIMD level, past whole panels", T,
+                   float, double) {
+  // 1100 rows: 11 panels of 96 rows and 3 chunks of 512 columns, the last of each partial.
+  const Index m = 1100;
+  SUBCASE("integer factors (exact products, many ties) match the dense count") {
+    const FactoredMatrix<T> f(integer_matrix<T>(m, 3, 72), integer_matrix<T>(3, m, 73));
+    const MatrixXd d = dense(f);
+    for (const auto level : circuitry::test::simd_levels()) {
+      CAPTURE(std::string(circuitry::detail::simd_level_name(level)));
+      const circuitry::test::ForcedSimdLevel forced(level);
+      const circuitry::Vector<Index> rank = f.diagonal_rank(64);
+      Index wrong = 0;
+      for (Index i = 0; i < m; ++i) {
+        Index want = 0;
+        for (Index j = 0; j < m; ++j) want += d(i, j) > d(i, i) ? 1 : 0;
+        wrong += rank(i) == want ? 0 : 1;
+      }
+      CHECK(wrong == 0);
+    }
+  }
+  SUBCASE("random factors: every level agrees with the portable path") {
+    const FactoredMatrix<T> f(random_matrix<T>(m, 7, 74), random_matrix<T>(7, m, 75));
+    std::vector<circuitry::Vector<Index>> ranks;
+    for (const auto level : circuitry::test::simd_levels()) {
+      const circuitry::test::ForcedSimdLevel forced(level);
+      ranks.push_back(f.diagonal_rank());
+    }
+    for (std::size_t l = 1; l < ranks.size(); ++l) CHECK(ranks[l] == ranks[0]);
   }
 }
 

@@ -12,6 +12,7 @@
 
 #include "support/random_model.hpp"
 #include "support/reference.hpp"
+#include "support/simd_levels.hpp"
 
 using namespace circuitry;
 
@@ -370,26 +371,8 @@ TEST_CASE("bad token batches are rejected with messages that say where") {
 
 // --- The run-time dispatched kernels (detail/simd_*.hpp) ------------------------------------
 
-namespace {
-// The SIMD levels this processor runs, lowest first (none always).
-std::vector<detail::SimdLevel> simd_levels() {
-  std::vector<detail::SimdLevel> levels;
-  for (detail::SimdLevel l :
-       {detail::SimdLevel::none, detail::SimdLevel::avx2, detail::SimdLevel::avx512}) {
-    if (static_cast<int>(l) <= static_cast<int>(detail::supported_simd_level())) {
-      levels.push_back(l);
-    }
-  }
-  return levels;
-}
-// Forces a SIMD level for its lifetime.
-struct ForcedSimdLevel {
-  explicit ForcedSimdLevel(detail::SimdLevel l) { detail::force_simd_level(l); }
-  ~ForcedSimdLevel() { detail::reset_simd_level(); }
-  ForcedSimdLevel(const ForcedSimdLevel&) = delete;
-  ForcedSimdLevel& operator=(const ForcedSimdLevel&) = delete;
-};
-}  // namespace
+using test::ForcedSimdLevel;
+using test::simd_levels;
 
 TEST_CASE("the SIMD level can be lowered by CIRCUITRY_SIMD's values and forced by tests") {
   using detail::SimdLevel;

