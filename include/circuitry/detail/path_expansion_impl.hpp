@@ -76,7 +76,8 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
         const Matrix<Scalar> P =
             FrozenModel<Scalar>::read_through(ln1, writers_[in.writer].W, model.head(l, h).W_V);
         Data& d = out[static_cast<std::size_t>(j)];
-        d.writer = head_writer[static_cast<std::size_t>(l * H + h)];
+        d.writer = head_writer[static_cast<std::size_t>(l) * static_cast<std::size_t>(H) +
+                               static_cast<std::size_t>(h)];
         d.Z.resize(N, P.cols());
         detail::prefault(d.Z);
         Y.resize(S, P.cols());
@@ -200,6 +201,7 @@ std::vector<Scalar> PathExpansion<Scalar>::losses(
   const std::vector<Scalar> loss =
       unique.empty() ? std::vector<Scalar>() : run(plan(unique), unique);
   std::vector<Scalar> out;
+  out.reserve(which.size());
   for (std::size_t k : which) out.push_back(k == kFull ? full_loss_ : loss[k]);
   return out;
 }

@@ -37,7 +37,8 @@ inline void prefault_range(void* data, std::size_t bytes) {
   const auto begin = reinterpret_cast<std::uintptr_t>(data), end = begin + bytes;
   const auto advise = [&](std::size_t unit, int advice) {
     const std::uintptr_t b = (begin + unit - 1) / unit * unit, e = end / unit * unit;
-    if (e > b) (void)madvise(reinterpret_cast<void*>(b), e - b, advice);
+    // The aligned address as an offset into `data` (no integer-to-pointer cast).
+    if (e > b) (void)madvise(static_cast<char*>(data) + (b - begin), e - b, advice);
   };
 #ifdef MADV_HUGEPAGE
   advise(kHuge, MADV_HUGEPAGE);
@@ -68,7 +69,8 @@ inline void prefault(void* data, std::size_t bytes) {
   CIRCUITRY_OMP_PARALLEL_FOR
   for (long i = 0; i < pieces; ++i) {
     const std::uintptr_t b = first + static_cast<std::uintptr_t>(i) * kPiece;
-    prefault_range(reinterpret_cast<void*>(b), std::min<std::uintptr_t>(kPiece, end - b));
+    prefault_range(static_cast<char*>(data) + (b - begin),
+                   std::min<std::uintptr_t>(kPiece, end - b));
   }
 }
 

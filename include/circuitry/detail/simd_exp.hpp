@@ -288,40 +288,46 @@ struct Avx2Exp {
   }
 };
 
+/// The number of T in a V (a vector type, or double for the double sums per float vector).
+template <typename V, typename T>
+constexpr Index lanes() {
+  return static_cast<Index>(sizeof(V) / sizeof(T));  // NOLINT(bugprone-sizeof-expression)
+}
+
 // exp_sums_portable's computation in T (float: in float, summed in double), mask by mask with
 // the mask's R sums in registers. A non-finite y gives NaN or a sum beyond ExpSumRange.
-#define CIRCUITRY_EXP_SUMS_BODY(Ops)                                                            \
-  using V = decltype(Ops::load(shift));                                                         \
-  using D = decltype(Ops::zero());                                                              \
-  constexpr int L = static_cast<int>(sizeof(V) / sizeof(T)), P = R / L;                         \
-  constexpr int W = static_cast<int>(sizeof(double) / sizeof(T)); /* D per V */                 \
-  static_assert(R % L == 0, "exp_sums: R must be a multiple of the vector length");             \
-  V sh[P];                                                                                      \
-  for (int p = 0; p < P; ++p) sh[p] = Ops::load(shift + p * L);                                 \
-  for (Index k = 0; k < m.size(); ++k) {                                                        \
-    const std::size_t kk = static_cast<std::size_t>(k);                                         \
-    const Index* first = m.parts.data() + m.begin[kk];                                          \
-    const Index n_parts = m.begin[kk + 1] - m.begin[kk];                                        \
-    D sum[P * W];                                                                               \
-    for (int p = 0; p < P * W; ++p) sum[p] = Ops::zero();                                       \
-    for (Index j = 0; j < cols; ++j) {                                                          \
-      const T* col = tile + j * ld;                                                             \
-      V y[P];                                                                                   \
-      if (m.minus[kk]) {                                                                        \
-        for (int p = 0; p < P; ++p) y[p] = Ops::load(base + j * R + p * L);                     \
-        for (Index q = 0; q < n_parts; ++q) {                                                   \
-          for (int p = 0; p < P; ++p) y[p] = Ops::sub(y[p], Ops::load(col + first[q] + p * L)); \
-        }                                                                                       \
-      } else {                                                                                  \
-        const V bj = Ops::set1(bias[j]);                                                        \
-        for (int p = 0; p < P; ++p) y[p] = Ops::sub(bj, sh[p]);                                 \
-        for (Index q = 0; q < n_parts; ++q) {                                                   \
-          for (int p = 0; p < P; ++p) y[p] = Ops::add(y[p], Ops::load(col + first[q] + p * L)); \
-        }                                                                                       \
-      }                                                                                         \
-      for (int p = 0; p < P; ++p) Ops::accumulate(y[p], sum + p * W);                           \
-    }                                                                                           \
-    for (int p = 0; p < P * W; ++p) Ops::add_to(acc + k * R + p * (L / W), sum[p]);             \
+#define CIRCUITRY_EXP_SUMS_BODY(Ops)                                                              \
+  using V = decltype(Ops::load(shift));                                                           \
+  using D = decltype(Ops::zero());                                                                \
+  constexpr Index L = lanes<V, T>(), P = R / L;                                                   \
+  constexpr Index W = lanes<double, T>(); /* D per V */                                           \
+  static_assert(R % L == 0, "exp_sums: R must be a multiple of the vector length");               \
+  V sh[P];                                                                                        \
+  for (Index p = 0; p < P; ++p) sh[p] = Ops::load(shift + p * L);                                 \
+  for (Index k = 0; k < m.size(); ++k) {                                                          \
+    const std::size_t kk = static_cast<std::size_t>(k);                                           \
+    const Index* first = m.parts.data() + m.begin[kk];                                            \
+    const Index n_parts = m.begin[kk + 1] - m.begin[kk];                                          \
+    D sum[P * W];                                                                                 \
+    for (Index p = 0; p < P * W; ++p) sum[p] = Ops::zero();                                       \
+    for (Index j = 0; j < cols; ++j) {                                                            \
+      const T* col = tile + j * ld;                                                               \
+      V y[P];                                                                                     \
+      if (m.minus[kk]) {                                                                          \
+        for (Index p = 0; p < P; ++p) y[p] = Ops::load(base + j * R + p * L);                     \
+        for (Index q = 0; q < n_parts; ++q) {                                                     \
+          for (Index p = 0; p < P; ++p) y[p] = Ops::sub(y[p], Ops::load(col + first[q] + p * L)); \
+        }                                                                                         \
+      } else {                                                                                    \
+        const V bj = Ops::set1(bias[j]);                                                          \
+        for (Index p = 0; p < P; ++p) y[p] = Ops::sub(bj, sh[p]);                                 \
+        for (Index q = 0; q < n_parts; ++q) {                                                     \
+          for (Index p = 0; p < P; ++p) y[p] = Ops::add(y[p], Ops::load(col + first[q] + p * L)); \
+        }                                                                                         \
+      }                                                                                           \
+      for (Index p = 0; p < P; ++p) Ops::accumulate(y[p], sum + p * W);                           \
+    }                                                                                             \
+    for (Index p = 0; p < P * W; ++p) Ops::add_to(acc + k * R + p * (L / W), sum[p]);             \
   }
 
 /// exp_sums_portable with AVX-512 (R a multiple of 8 doubles or 16 floats).
