@@ -9,8 +9,8 @@
 // summarize.
 //
 // Built with the examples (target path-expansion-bench), e.g.
-//     build/release/examples/path-expansion-bench examples/models/attn-only-2l.safetensors \
-//         examples/tokens/eval-batch-8x256.json double 5
+//     build/release/examples/path-expansion-bench
+//         examples/models/attn-only-2l.safetensors examples/tokens/eval-batch-8x256.json double 5
 #include <chrono>
 #include <circuitry/circuitry.hpp>
 #include <circuitry/data_report.hpp>
