@@ -6,7 +6,9 @@
 // the d_head x d_head matrix (W_O W_U)(W_E W_V). Positive real eigenvalues mean the head copies:
 // a token it attends to raises that token's own logit. Copying score = Re(sum λ) / sum |λ|.
 
+#include <algorithm>
 #include <cmath>
+#include <complex>
 
 #include "common.hpp"
 
@@ -20,9 +22,17 @@ nlohmann::json compute(const Args& a) {
   int copying = 0, positive = 0;
   for (const circuitry::HeadId id : model.head_ids()) {
     const circuitry::ComplexVector<double> ev = circuitry::full_ov_eigenvalues(model, grams, id);
+    // A canonical order (|λ| descending, then real part, then imaginary part): the solver's own
+    // order moves with the last bits of the product that feeds it.
+    std::vector<std::complex<double>> sorted(ev.data(), ev.data() + ev.size());
+    std::sort(sorted.begin(), sorted.end(),
+              [](const std::complex<double>& x, const std::complex<double>& y) {
+                if (std::abs(x) != std::abs(y)) return std::abs(x) > std::abs(y);
+                if (x.real() != y.real()) return x.real() > y.real();
+                return x.imag() > y.imag();
+              });
     std::vector<double> re, im;
-    for (circuitry::Index i = 0; i < ev.size(); ++i)
-      re.push_back(ev(i).real()), im.push_back(ev(i).imag());
+    for (const std::complex<double>& z : sorted) re.push_back(z.real()), im.push_back(z.imag());
     const double score = circuitry::copying_score(ev);
     copying += score > 0.5 ? 1 : 0;
     positive += score > 0 ? 1 : 0;
