@@ -4,7 +4,8 @@
 
 /// \file examples/figures/figure.hpp
 /// What every figure program shares: its arguments, the figure it makes (the data as JSON and
-/// the SVG drawn from that JSON alone), and the common `main` (figure_main.cpp):
+/// the SVG drawn from that JSON alone), and the common body of their `main`s (`run_figure`,
+/// figure_main.cpp; each program's main, figure_program.cpp, only names its figure):
 ///
 ///     figure-NAME --model M.safetensors [--tokenizer T.json] [--data DIR] --out DIR
 ///     figure-NAME --model M.safetensors ... --check DIR
@@ -45,6 +46,10 @@ Figure term_importance();
 Figure induction_heads();
 Figure induction_signature();
 Figure subspaces();
+
+/// The whole figure program for figure function `function` (e.g. "ov_eigenvalues"): parses the
+/// command line above, computes, writes or checks; returns the exit status (2: bad usage).
+int run_figure(const char* function, int argc, char** argv);
 
 /// Differences between `expected` and `actual` (same structure, strings equal, numbers within
 /// rtol relative or atol absolute), one line each, with the JSON path; empty when they agree.

@@ -1,22 +1,20 @@
 // circuitry — mechanistic analysis of attention-only transformers.
 // SPDX-License-Identifier: MIT
 
-// The main of every figure program: figure_main.cpp compiled with CIRCUITRY_FIGURE set to the
-// figure's function (figure.hpp), e.g. -DCIRCUITRY_FIGURE=ov_eigenvalues. See figure.hpp for the
-// command line.
+// The body of every figure program: figures::run_figure (figure.hpp), compiled once into the
+// circuitry_figures library. Each program figure-NAME is figure_program.cpp, a two-line main
+// that names its figure, so nlohmann's templates are compiled once rather than once per program.
+// See figure.hpp for the command line.
 
 #include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 
 #include "figure.hpp"
-
-#ifndef CIRCUITRY_FIGURE
-#error "compile with -DCIRCUITRY_FIGURE=<figure function>"
-#endif
 
 namespace {
 
@@ -32,7 +30,24 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
-int run(int argc, char** argv) {
+/// The figure whose function (figure.hpp) is called `function`, e.g. "ov_eigenvalues".
+figures::Figure figure_named(const std::string& function) {
+  using Make = figures::Figure (*)();
+  static const std::map<std::string, Make> table = {
+      {"bigrams", figures::bigrams},
+      {"skip_trigrams", figures::skip_trigrams},
+      {"ov_eigenvalues", figures::ov_eigenvalues},
+      {"composition", figures::composition},
+      {"term_importance", figures::term_importance},
+      {"induction_heads", figures::induction_heads},
+      {"induction_signature", figures::induction_signature},
+      {"subspaces", figures::subspaces}};
+  const auto it = table.find(function);
+  if (it == table.end()) throw std::logic_error("no figure function '" + function + "'");
+  return it->second();
+}
+
+int run(const std::string& function, int argc, char** argv) {
   figures::Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -59,7 +74,7 @@ int run(int argc, char** argv) {
     }
   }
   if (a.model.empty()) throw std::invalid_argument("--model is required");
-  const figures::Figure fig = figures::CIRCUITRY_FIGURE();
+  const figures::Figure fig = figure_named(function);
   const std::string name = fig.name + "-" + std::filesystem::path(a.model).stem().string();
   const nlohmann::json data = fig.compute(a);
   if (!a.check.empty()) {
@@ -83,9 +98,9 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int figures::run_figure(const char* function, int argc, char** argv) {
   try {
-    return run(argc, argv);
+    return run(function, argc, argv);
   } catch (const std::invalid_argument& e) {
     std::cerr << argv[0] << ": " << e.what() << "\n";
     std::fprintf(stderr, kUsage, argv[0]);
