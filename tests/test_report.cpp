@@ -4,6 +4,7 @@
 #include <circuitry/report.hpp>
 #include <map>
 
+#include "support/random_model.hpp"
 #include "support/reference.hpp"
 
 using namespace circuitry;
@@ -142,6 +143,41 @@ TEST_CASE("given probe tokens choose the rows of the top-5 lists") {
   const nlohmann::json got = circuit_report(model, options);
   CHECK(got.at("full_circuit_top5").at("L1H4")[0] == ref.at("full_circuit_top5").at("L1H4")[3]);
   CHECK(got.at("full_circuit_top5").at("L1H4")[1] == ref.at("full_circuit_top5").at("L1H4")[0]);
+}
+
+TEST_CASE_TEMPLATE("the top lists are the full circuits' own top-k rows, past one block of rows",
+                   Scalar, float, double) {
+  // 4 x 40 heads x 2 probes = 320 stacked rows: more than one 256-row block of the product.
+  test::RandomModelSpec spec;
+  spec.n_layers = 4;
+  spec.n_heads = 40;
+  spec.d_vocab = 60;
+  spec.seed = 7;
+  const auto model = test::random_model<Scalar>(spec);
+  ReportOptions options;
+  options.groups = {"top"};
+  options.probe_tokens = {59, 3};
+  options.top_k = 4;
+  const nlohmann::json got = circuit_report(model, options);
+  const std::vector<Index> rows = {59, 3};
+  const auto as_json = [](const TopK<Scalar>& top) {
+    nlohmann::json out = nlohmann::json::array();
+    for (Index r = 0; r < top.indices.rows(); ++r) {
+      nlohmann::json row = nlohmann::json::array();
+      for (Index c = 0; c < top.indices.cols(); ++c) row.push_back(top.indices(r, c));
+      out.push_back(row);
+    }
+    return out;
+  };
+  for (const HeadId id : model.head_ids()) {
+    CAPTURE(id.name());
+    CHECK(got.at("full_circuit_top5").at(id.name()) ==
+          as_json(full_ov_circuit(model, id).top_k_rows(rows, 4)));
+    CHECK(got.at("full_circuit_top5").at(id.name() + "_qk_top_keys_for_query") ==
+          as_json(full_qk_circuit(model, id).top_k_rows(rows, 4)));
+  }
+  CHECK(got.at("direct_path_top5_next") ==
+        as_json(FactoredMatrix<Scalar>(model.W_E, model.W_U).top_k_rows(rows, 4)));
 }
 
 TEST_CASE("bad report arguments are rejected with a message naming them") {
