@@ -160,14 +160,8 @@ TEST_CASE_TEMPLATE("the top lists are the full circuits' own top-k rows, past on
   options.top_k = 4;
   const nlohmann::json got = circuit_report(model, options);
   const std::vector<Index> rows = {59, 3};
-  const auto as_json = [](const TopK<Scalar>& top) {
-    nlohmann::json out = nlohmann::json::array();
-    for (Index r = 0; r < top.indices.rows(); ++r) {
-      nlohmann::json row = nlohmann::json::array();
-      for (Index c = 0; c < top.indices.cols(); ++c) row.push_back(top.indices(r, c));
-      out.push_back(row);
-    }
-    return out;
+  const auto as_json = [](const TopK<Scalar>& top) {  // the report's layout: [row][rank]
+    return detail::top_k_json(top, 0, top.indices.rows());
   };
   for (const HeadId id : model.head_ids()) {
     CAPTURE(id.name());
