@@ -58,6 +58,29 @@ struct TopK {
   Matrix<Scalar> values;  ///< rows × k values, `values(t, c) == M(row_t, indices(t, c))`.
 };
 
+namespace detail::factored {
+/// The k largest entries of every row of a b, ordered as `TopK` says, computed `block_rows`
+/// rows at a time (a b is never formed whole): FactoredMatrix::top_k_rows, and the report's top
+/// lists, whose b is an expression such as W_E.transpose().
+/// \throws argument_error when k < 0, k > b.cols() or block_rows <= 0.
+template <typename Scalar, typename B>
+TopK<Scalar> top_k_of_product(const Matrix<Scalar>& a, const Eigen::MatrixBase<B>& b, Index k,
+                              Index block_rows) {
+  check_k(k, b.cols());
+  check_block_rows("for_each_row_block", block_rows);
+  TopK<Scalar> out;
+  out.indices.resize(a.rows(), k);
+  out.values.resize(a.rows(), k);
+  RowTopKSelector<Scalar> selector(b.cols(), k);
+  for_each_row_block(a, b, block_rows, [&](Index first, const Matrix<Scalar>& blk) {
+    for (Index t = 0; t < blk.rows(); ++t) {
+      selector.select(blk, t, out.indices, out.values, first + t);
+    }
+  });
+  return out;
+}
+}  // namespace detail::factored
+
 /// The product M = A B of an m × r matrix A and an r × n matrix B, stored as its factors.
 ///
 /// Invariant: `A().cols() == B().rows()` (= `inner_dim()`, r). Nothing forms the m × n product
@@ -350,17 +373,7 @@ class FactoredMatrix {
   /// O(m n r + m n log k).
   /// \throws argument_error when k < 0, k > cols() or block_rows <= 0.
   TopK<Scalar> top_k_rows(Index k, Index block_rows = 256) const {
-    detail::factored::check_k(k, cols());
-    TopK<Scalar> out;
-    out.indices.resize(rows(), k);
-    out.values.resize(rows(), k);
-    detail::factored::RowTopKSelector<Scalar> selector(cols(), k);
-    for_each_row_block(block_rows, [&](Index first, const MatrixType& blk) {
-      for (Index t = 0; t < blk.rows(); ++t) {
-        selector.select(blk, t, out.indices, out.values, first + t);
-      }
-    });
-    return out;
+    return detail::factored::top_k_of_product(A_, B_, k, block_rows);
   }
 
   /// As `top_k_rows(k, block_rows)`, for the listed rows only (in the given order, duplicates

@@ -113,27 +113,6 @@ nlohmann::json complex_json(const std::vector<std::vector<ComplexVector<Scalar>>
   return {{"re", std::move(re)}, {"im", std::move(im)}};
 }
 
-/// The top k of every row of a b (b any Eigen expression: W_U, or W_E.transpose() without a
-/// copy), as FactoredMatrix::top_k_rows orders them, in blocks of 256 rows so that a b is never
-/// formed whole.
-template <typename Scalar, typename B>
-TopK<Scalar> top_k_of_product(const Matrix<Scalar>& a, const Eigen::MatrixBase<B>& b, Index k) {
-  factored::check_k(k, b.cols());
-  constexpr Index kBlock = 256;
-  TopK<Scalar> out;
-  out.indices.resize(a.rows(), k);
-  out.values.resize(a.rows(), k);
-  factored::RowTopKSelector<Scalar> selector(b.cols(), k);
-  Matrix<Scalar> block;
-  for (Index first = 0; first < a.rows(); first += kBlock) {
-    const Index count = std::min(kBlock, a.rows() - first);
-    block.resize(count, b.cols());
-    block.noalias() = a.middleRows(first, count) * b;
-    for (Index t = 0; t < count; ++t) selector.select(block, t, out.indices, out.values, first + t);
-  }
-  return out;
-}
-
 /// Rows first .. first + count of `top.indices`, as a JSON array of arrays.
 template <typename Scalar>
 nlohmann::json top_k_json(const TopK<Scalar>& top, Index first, Index count) {
@@ -258,14 +237,16 @@ void report_top(const AttentionOnlyModel<Scalar>& model, std::vector<int> probe,
   out["probe_tokens"] = probe;
   const std::vector<HeadId> ids = model.head_ids();
   const Index P = E.rows(), n = static_cast<Index>(ids.size()), d_model = model.W_E.cols();
+  constexpr Index kBlockRows = 256;  // rows of the products with W_U and W_E^T at a time
   Matrix<Scalar> ov(n * P, d_model), qk(n * P, d_model);
   for (Index i = 0; i < n; ++i) {
     const auto& h = model.head(ids[static_cast<std::size_t>(i)]);
     ov.middleRows(i * P, P).noalias() = (E * h.W_V) * h.W_O;
     qk.middleRows(i * P, P).noalias() = (E * h.W_Q) * h.W_K.transpose();
   }
-  const TopK<Scalar> ov_top = detail::top_k_of_product(ov, model.W_U, k);
-  const TopK<Scalar> qk_top = detail::top_k_of_product(qk, model.W_E.transpose(), k);
+  const TopK<Scalar> ov_top = detail::factored::top_k_of_product(ov, model.W_U, k, kBlockRows);
+  const TopK<Scalar> qk_top =
+      detail::factored::top_k_of_product(qk, model.W_E.transpose(), k, kBlockRows);
   nlohmann::json tops = nlohmann::json::object();
   for (Index i = 0; i < n; ++i) {
     const std::string name = ids[static_cast<std::size_t>(i)].name();
@@ -274,7 +255,7 @@ void report_top(const AttentionOnlyModel<Scalar>& model, std::vector<int> probe,
   }
   out["full_circuit_top5"] = std::move(tops);
   out["direct_path_top5_next"] =
-      detail::top_k_json(detail::top_k_of_product(E, model.W_U, k), 0, P);
+      detail::top_k_json(detail::factored::top_k_of_product(E, model.W_U, k, kBlockRows), 0, P);
 }
 
 /// The report of `model` (processed as TransformerLens processes weights) for the chosen groups.

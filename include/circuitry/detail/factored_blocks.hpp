@@ -23,9 +23,11 @@ namespace factored {
 
 /// Calls `f(first, block)` for first = 0, block_rows, ... with block = a.middleRows(first,
 /// count) * b written into a reused buffer: one allocation for the full blocks and one for a
-/// final partial block. `block_rows` > 0 is checked by the caller.
-template <typename Scalar, typename F>
-void for_each_row_block(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Index block_rows, F&& f) {
+/// final partial block. b is a matrix or any Eigen expression of one (e.g. W_E.transpose(),
+/// without a copy). `block_rows` > 0 is checked by the caller.
+template <typename Scalar, typename B, typename F>
+void for_each_row_block(const Matrix<Scalar>& a, const Eigen::MatrixBase<B>& b, Index block_rows,
+                        F&& f) {
   CIRCUITRY_ASSERT(block_rows > 0);
   const Index m = a.rows();
   const Index full = std::min(block_rows, m);
