@@ -9,9 +9,9 @@
 /// Why: a report on data allocates a few hundred MB of fresh matrices (logits, patterns, path
 /// terms, Eigen's temporaries). Each 4 KB page faults on first touch, and in a virtual machine a
 /// fault costs 10-20 us: on this project's machine that was a fifth of `circuitry-report
-/// --tokens` on attn-only-2l (1.14 s median against 0.90 s with huge pages, farm-bench, README
-/// "Performance"). circuitry's own large buffers are advised already (detail/prefault.hpp), but
-/// Eigen's temporaries come from malloc.
+/// --only top --tokens` on attn-only-2l (1.08-1.13 s median without huge pages against 0.86 s
+/// with them, farm-bench; README "Performance"). circuitry's own large buffers are advised
+/// already (detail/prefault.hpp), but Eigen's temporaries come from malloc.
 ///
 /// How: glibc (2.35 and later) advises every region malloc maps (madvise MADV_HUGEPAGE) when the
 /// tunable glibc.malloc.hugetlb=1 is set, and it reads tunables only at start-up. So when
