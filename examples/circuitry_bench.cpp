@@ -194,9 +194,15 @@ int main(int argc, char** argv) {
           for (const HeadId id : model.head_ids())
             (void)circuitry::full_qk_frobenius(model, *grams, id);
         });
-    run("full-OV top-1/top-5 copying accuracy, one head", (2 * V * V * dh) / 1e9, rate_vocab, [&] {
+    run("full-OV diagonal ranks, one head", (2 * V * V * dh) / 1e9, rate_vocab, [&] {
+      (void)circuitry::full_ov_circuit(model, HeadId{0, 0}).diagonal_rank();
+    });
+    // Ranks capped at 5: the work depends on how far each diagonal is from the top of its row.
+    run("full-OV top-1/top-5 copying accuracy, one head", 0, 0, [&] {
       (void)circuitry::full_ov_copying_accuracy(model, HeadId{0, 0});
     });
+    run("full-OV top-1/top-5 copying accuracy, all heads", 0, 0,
+        [&] { (void)circuitry::full_ov_copying_accuracies(model); });
     circuitry::ReportOptions report;
     report.groups = {"spectra", "norms", "composition"};
     run("report --only spectra,norms,composition", 0, 0,

@@ -118,6 +118,8 @@ TEST_CASE_TEMPLATE(
   spec.d_vocab = 50;
   const auto model = test::random_model<double>(spec);
   const auto model_s = model.template cast<Scalar>();
+  const std::vector<CopyingAccuracy> all = full_ov_copying_accuracies(model_s);
+  REQUIRE(all.size() == model.head_ids().size());
   for (const HeadId id : model.head_ids()) {
     CAPTURE(id.name());
     const auto& h = model.head(id);
@@ -132,6 +134,11 @@ TEST_CASE_TEMPLATE(
     const CopyingAccuracy acc = full_ov_copying_accuracy(model_s, id);
     CHECK(acc.top1 == doctest::Approx(top1 / 50.0));
     CHECK(acc.top5 == doctest::Approx(top5 / 50.0));
+    // All heads at once (one product per layer and factor): the same counts.
+    const CopyingAccuracy& batched =
+        all[static_cast<std::size_t>(id.layer * model.n_heads() + id.head)];
+    CHECK(batched.top1 == doctest::Approx(top1 / 50.0));
+    CHECK(batched.top5 == doctest::Approx(top5 / 50.0));
   }
 }
 
@@ -206,6 +213,7 @@ TEST_CASE_TEMPLATE("an all-zero head has zero spectra, norms and composition, an
   }
   // Every entry of its full OV circuit ties with the diagonal: top-1 by the documented rule.
   CHECK(full_ov_copying_accuracy(model, id).top1 == 1.0);
+  CHECK(full_ov_copying_accuracies(model).at(1).top1 == 1.0);  // L0H1
 }
 
 TEST_CASE("float weights whose circuit overflows float are a numerical_error; double copes") {

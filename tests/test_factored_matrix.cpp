@@ -705,6 +705,43 @@ TEST_CASE_TEMPLATE("diagonal_rank gives the same ranks at every SIMD level, past
   }
 }
 
+TEST_CASE_TEMPLATE("diagonal_rank_capped is min(diagonal_rank, cap) at every SIMD level", T, float,
+                   double) {
+  // 1100 rows (11 panels, the last partial). A Gram matrix A A^T puts the diagonal of rows with
+  // large norms at or near the top and the others anywhere, so rows leave their panels after
+  // different chunks; integer factors add exact ties, which do not count.
+  const Index m = 1100;
+  const circuitry::Matrix<T> a = random_matrix<T>(m, 7, 76);
+  const std::vector<FactoredMatrix<T>> cases = {
+      FactoredMatrix<T>(a, a.transpose()),
+      FactoredMatrix<T>(integer_matrix<T>(m, 3, 77), integer_matrix<T>(3, m, 78))};
+  for (const FactoredMatrix<T>& f : cases) {
+    const MatrixXd d = dense(f);
+    circuitry::Vector<Index> want(m);
+    for (Index i = 0; i < m; ++i) {
+      want(i) = 0;
+      for (Index j = 0; j < m; ++j) want(i) += d(i, j) > d(i, i) ? 1 : 0;
+    }
+    CHECK(want.minCoeff() == 0);  // some rows copy, some are far from it
+    CHECK(want.maxCoeff() > 64);
+    for (const auto level : circuitry::test::simd_levels()) {
+      CAPTURE(std::string(circuitry::detail::simd_level_name(level)));
+      const circuitry::test::ForcedSimdLevel forced(level);
+      for (const Index cap : {Index{1}, Index{5}, Index{100}, Index{700}, m, 2 * m}) {
+        CAPTURE(cap);
+        CHECK(f.diagonal_rank_capped(cap, 64) == want.cwiseMin(cap));
+      }
+    }
+  }
+  const FactoredMatrix<T> f(a, a.transpose());
+  CHECK_THROWS_WITH_AS(f.diagonal_rank_capped(0),
+                       "[circuitry.argument_error] FactoredMatrix::diagonal_rank_capped: cap must "
+                       "be >= 1, got 0",
+                       circuitry::argument_error);
+  CHECK_THROWS_AS(FactoredMatrix<T>(a, a.transpose().leftCols(5)).diagonal_rank_capped(5),
+                  circuitry::shape_error);
+}
+
 TEST_CASE("the top-k order ranks larger values first, ties by column, and NaN last") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   CHECK(circuitry::detail::factored::ranks_before(2.0, 5, 1.0, 0));

@@ -226,10 +226,11 @@ struct CopyingAccuracy {
   double top5 = 0;
 };
 
+namespace detail {
+/// Top-1 and top-5 fractions of a square circuit's diagonal ranks (capped at 5: all they need).
 template <typename Scalar>
-CopyingAccuracy full_ov_copying_accuracy(const AttentionOnlyModel<Scalar>& model, HeadId id) {
-  const FactoredMatrix<Scalar> circuit = full_ov_circuit(model, id);
-  const auto ranks = circuit.diagonal_rank();
+CopyingAccuracy copying_accuracy(const FactoredMatrix<Scalar>& circuit) {
+  const auto ranks = circuit.diagonal_rank_capped(5);
   CopyingAccuracy acc;
   for (Index i = 0; i < ranks.size(); ++i) {
     acc.top1 += ranks(i) < 1 ? 1.0 : 0.0;
@@ -238,6 +239,42 @@ CopyingAccuracy full_ov_copying_accuracy(const AttentionOnlyModel<Scalar>& model
   acc.top1 /= static_cast<double>(ranks.size());
   acc.top5 /= static_cast<double>(ranks.size());
   return acc;
+}
+}  // namespace detail
+
+template <typename Scalar>
+CopyingAccuracy full_ov_copying_accuracy(const AttentionOnlyModel<Scalar>& model, HeadId id) {
+  return detail::copying_accuracy(full_ov_circuit(model, id));
+}
+
+/// full_ov_copying_accuracy of every head, in `model.head_ids()` order. The factors of a
+/// layer's circuits come from two products for all its heads, W_E [W_V^0 ... W_V^{H-1}] and
+/// [W_O^0; ...; W_O^{H-1}] W_U (circuitry's product kernels, detail::multiply), rather than two
+/// narrow products per head: the same ranks up to rounding of the factors (a near-tie may
+/// differ by one token in float).
+template <typename Scalar>
+std::vector<CopyingAccuracy> full_ov_copying_accuracies(const AttentionOnlyModel<Scalar>& model) {
+  std::vector<CopyingAccuracy> out;
+  for (const auto& layer : model.layers) {
+    Index width = 0;  // the layer's sum of d_head
+    for (const auto& hd : layer.heads) width += hd.W_V.cols();
+    Matrix<Scalar> W_V(model.W_E.cols(), width), W_O(width, model.W_U.rows()), left, right;
+    for (Index h = 0, at = 0; h < static_cast<Index>(layer.heads.size()); ++h) {
+      const auto& hd = layer.heads[static_cast<std::size_t>(h)];
+      W_V.middleCols(at, hd.W_V.cols()) = hd.W_V;
+      W_O.middleRows(at, hd.W_O.rows()) = hd.W_O;
+      at += hd.W_V.cols();
+    }
+    detail::multiply(model.W_E, W_V, left);
+    detail::multiply(W_O, model.W_U, right);
+    for (Index h = 0, at = 0; h < static_cast<Index>(layer.heads.size()); ++h) {
+      const Index dh = layer.heads[static_cast<std::size_t>(h)].W_V.cols();
+      out.push_back(detail::copying_accuracy(
+          FactoredMatrix<Scalar>(left.middleCols(at, dh), right.middleRows(at, dh))));
+      at += dh;
+    }
+  }
+  return out;
 }
 
 }  // namespace circuitry

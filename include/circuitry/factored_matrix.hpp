@@ -414,7 +414,7 @@ class FactoredMatrix {
     const detail::SimdLevel level = detail::simd_level();
     if (level != detail::SimdLevel::none && rows() > 0 && inner_dim() > 0) {
       detail::factored::check_block_rows("diagonal_rank", block_rows);
-      return detail::factored::diagonal_rank_kernels<Scalar>(level, A_, B_);
+      return detail::factored::diagonal_rank_kernels<Scalar>(level, A_, B_, cols());
     }
     Vector<Index> out(rows());
     for_each_row_block(block_rows, [&](Index first, const MatrixType& blk) {
@@ -423,6 +423,27 @@ class FactoredMatrix {
       }
     });
     return out;
+  }
+
+  /// min(diagonal_rank(), cap), entry by entry: all that top-k questions need (rank < k for
+  /// every k <= cap). With the AVX2/AVX-512 kernels a row stops being computed once `cap` of its
+  /// entries exceed its diagonal, so for a small cap the cost follows the rows whose diagonal
+  /// is near the top (full OV circuits of attn-only-2l, cap 5: most heads copy almost no token,
+  /// and take a few percent of diagonal_rank()'s time). The entries are computed as in
+  /// diagonal_rank(), so the capped ranks agree with it exactly.
+  /// \throws shape_error when M is not square; argument_error when cap < 1 or block_rows <= 0.
+  Vector<Index> diagonal_rank_capped(Index cap, Index block_rows = 256) const {
+    require_square("diagonal_rank_capped");
+    if (cap < 1) {
+      throw argument_error("FactoredMatrix::diagonal_rank_capped: cap must be >= 1, got " +
+                           std::to_string(cap));
+    }
+    detail::factored::check_block_rows("diagonal_rank_capped", block_rows);
+    const detail::SimdLevel level = detail::simd_level();
+    if (level != detail::SimdLevel::none && rows() > 0 && inner_dim() > 0) {
+      return detail::factored::diagonal_rank_kernels<Scalar>(level, A_, B_, cap);
+    }
+    return diagonal_rank(block_rows).cwiseMin(cap);
   }
 
  private:

@@ -211,8 +211,7 @@ void report_composition(const AttentionOnlyModel<Scalar>& model, nlohmann::json&
 template <typename Scalar>
 void report_copying(const AttentionOnlyModel<Scalar>& model, nlohmann::json& out) {
   const int L = model.n_layers(), H = model.n_heads();
-  std::vector<CopyingAccuracy> acc;
-  for (const HeadId id : model.head_ids()) acc.push_back(full_ov_copying_accuracy(model, id));
+  const std::vector<CopyingAccuracy> acc = full_ov_copying_accuracies(model);
   auto at = [&](HeadId id) {
     return acc[static_cast<std::size_t>(id.layer) * static_cast<std::size_t>(H) +
                static_cast<std::size_t>(id.head)];
