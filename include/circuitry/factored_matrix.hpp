@@ -428,8 +428,8 @@ class FactoredMatrix {
   /// min(diagonal_rank(), cap), entry by entry: all that top-k questions need (rank < k for
   /// every k <= cap). With the AVX2/AVX-512 kernels a row stops being computed once `cap` of its
   /// entries exceed its diagonal, so for a small cap the cost follows the rows whose diagonal
-  /// is near the top (full OV circuits of attn-only-2l, cap 5: most heads copy almost no token,
-  /// and take a few percent of diagonal_rank()'s time). The entries are computed as in
+  /// is near the top (copying accuracy, cap 5, of a GPT-2-sized random head: 0.40 s against
+  /// 1.51 s for diagonal_rank(); README "Performance"). The entries are computed as in
   /// diagonal_rank(), so the capped ranks agree with it exactly.
   /// \throws shape_error when M is not square; argument_error when cap < 1 or block_rows <= 0.
   Vector<Index> diagonal_rank_capped(Index cap, Index block_rows = 256) const {
