@@ -87,12 +87,7 @@ Vector<Index> diagonal_rank_kernels(SimdLevel level, const Matrix<Scalar>& a,
           from[ks] = t;
         }
         if (kept == live) continue;
-        packed.resize(kept, r);
-        for (Index p = 0; p < r; ++p) {
-          for (Index k = 0; k < kept; ++k) {
-            packed(k, p) = panel(from[static_cast<std::size_t>(k)], p);
-          }
-        }
+        packed = panel(Eigen::Map<const Vector<Index>>(from.data(), kept), Eigen::all);
         panel.swap(packed);
         live = kept;
       }
