@@ -243,40 +243,9 @@ std::vector<Scalar> PathExpansion<Scalar>::run(const Plan& p,
   const auto Z_of = [&](const Component& c) -> const Matrix<Scalar>& {
     return c.Z.size() != 0 ? c.Z : data_[c.terms.front()].Z;
   };
-  // Each component's logit at each row's target, and each mask's target logit - row_max_.
-  Eigen::MatrixXd at_target(N, static_cast<Index>(n_comp));
-  detail::prefault(at_target);
-  at_target.setZero();
-  Eigen::Matrix<Index, Eigen::Dynamic, 1> column(N);  // the target, 0 for rows without one
-  for (Index r = 0; r < N; ++r) column(r) = std::max(target(r), 0);
-  Matrix<Scalar> G;  // [N, r]: M_w's columns of the targets
-  for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
-    if (products[wr].empty()) continue;
-    G = writers_[wr].M(Eigen::all, column).transpose();
-    for (std::size_t c : products[wr]) {
-      at_target.col(static_cast<Index>(c)) =
-          (s.array() * (Z_of(p.components[c]).array() * G.array()).rowwise().sum())
-              .template cast<double>();
-    }
-  }
-  for (std::size_t c : p.sums) {
-    for (std::size_t q : p.components[c].parts) {
-      at_target.col(static_cast<Index>(c)) += at_target.col(static_cast<Index>(q));
-    }
-  }
-  Eigen::MatrixXd picked(N, n_jobs), sums(N, n_jobs);
+  Eigen::MatrixXd picked(N, n_jobs), sums(N, n_jobs);  // each mask's target logit - row_max_
   detail::prefault(picked);
   detail::prefault(sums);
-  for (Index r = 0; r < N; ++r) {
-    if (target(r) < 0) continue;
-    for (std::size_t k = 0; k < n_masks; ++k) {
-      double v = static_cast<double>(p.minus[k] ? full_logits_(r, target(r)) : bias(target(r)));
-      for (std::size_t c : p.uses[k]) {
-        v += (p.minus[k] ? -1 : 1) * at_target(r, static_cast<Index>(c));
-      }
-      picked(r, static_cast<Index>(k)) = v - static_cast<double>(row_max_(r));
-    }
-  }
 
   const Index blocks = (N + R - 1) / R;
   CIRCUITRY_OMP_PARALLEL {
@@ -288,6 +257,7 @@ std::vector<Scalar> PathExpansion<Scalar>::run(const Plan& p,
     }
     Matrix<Scalar> tiles(std::max<Index>(n_slots, 1) * R, C), base = Matrix<Scalar>::Zero(R, C);
     Eigen::MatrixXd acc(R, n_jobs);
+    std::vector<double> at_target(n_comp);  // each component's logit at a row's target
     detail::prefault(tiles);
     for (Matrix<Scalar>& stack : stacks) detail::prefault(stack);
     CIRCUITRY_OMP_FOR
@@ -299,6 +269,27 @@ std::vector<Scalar> PathExpansion<Scalar>::run(const Plan& p,
           rows.topRows(n) =
               s.segment(r0, n).asDiagonal() * Z_of(p.components[products[wr][k]]).middleRows(r0, n);
           rows.bottomRows(R - n).setZero();
+        }
+      }
+      for (Index i = 0; i < n; ++i) {  // the target logits, from the stacked rows
+        const Index t = target(r0 + i);
+        if (t < 0) continue;
+        for (std::size_t wr = 0; wr < writers_.size(); ++wr) {
+          const Matrix<Scalar>& M = writers_[wr].M;
+          for (std::size_t k = 0; k < products[wr].size(); ++k) {
+            at_target[products[wr][k]] = static_cast<double>(
+                stacks[wr].row(static_cast<Index>(k) * R + i).dot(M.col(t).transpose()));
+          }
+        }
+        for (std::size_t c : p.sums) {
+          double v = 0;
+          for (std::size_t q : p.components[c].parts) v += at_target[q];
+          at_target[c] = v;
+        }
+        for (std::size_t k = 0; k < n_masks; ++k) {
+          double v = static_cast<double>(p.minus[k] ? full_logits_(r0 + i, t) : bias(t));
+          for (std::size_t c : p.uses[k]) v += (p.minus[k] ? -1 : 1) * at_target[c];
+          picked(r0 + i, static_cast<Index>(k)) = v - static_cast<double>(row_max_(r0 + i));
         }
       }
       Eigen::Matrix<Scalar, R, 1> shift = Eigen::Matrix<Scalar, R, 1>::Zero();
