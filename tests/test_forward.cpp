@@ -490,6 +490,41 @@ TEST_CASE_TEMPLATE("the sums of exponentials of masked logits are exact at every
   }
 }
 
+TEST_CASE_TEMPLATE("row maxima and log-sum-exps are exact at every SIMD level", Scalar, float,
+                   double) {
+  // 37 rows: whole vectors for the vector kernels and a remainder; against long double.
+  const Index rows = 37, cols = 19;
+  Matrix<Scalar> x = Matrix<Scalar>::Random(rows, cols) * Scalar(30);
+  x(5, 7) = -std::numeric_limits<Scalar>::infinity();  // a zero probability
+  Vector<double> expected_lse(rows), expected_max(rows);
+  for (Index i = 0; i < rows; ++i) {
+    long double mx = x(i, 0), sum = 0;
+    for (Index j = 1; j < cols; ++j) mx = std::max<long double>(mx, x(i, j));
+    for (Index j = 0; j < cols; ++j) sum += std::exp(static_cast<long double>(x(i, j)) - mx);
+    expected_max(i) = static_cast<double>(mx);
+    expected_lse(i) = static_cast<double>(mx + std::log(sum));
+  }
+  const double tol = std::is_same<Scalar, float>::value ? 1e-6 : 1e-14;
+  Matrix<Scalar> bad = x;
+  bad(2, 3) = std::numeric_limits<Scalar>::quiet_NaN();
+  bad(33, 4) = std::numeric_limits<Scalar>::infinity();
+  for (detail::SimdLevel level : simd_levels()) {
+    CAPTURE(detail::simd_level_name(level));
+    const ForcedSimdLevel forced(level);
+    CHECK((detail::row_max(x).template cast<double>() - expected_max).cwiseAbs().maxCoeff() == 0);
+    const Vector<double> lse = detail::row_logsumexp(x).template cast<double>();
+    CHECK(((lse - expected_lse).array() / expected_lse.array()).abs().maxCoeff() < tol);
+    // A block of rows (an outer stride that is not its height) gives the same values.
+    const Vector<double> block = detail::row_logsumexp(x.middleRows(3, 30)).template cast<double>();
+    CHECK((block - lse.segment(3, 30)).cwiseAbs().maxCoeff() < tol);
+    // A NaN or +inf makes the row's value NaN; the other rows keep theirs.
+    const Vector<Scalar> with_bad = detail::row_logsumexp(bad);
+    CHECK(std::isnan(with_bad(2)));
+    CHECK(std::isnan(with_bad(33)));
+    CHECK(std::abs(static_cast<double>(with_bad(0)) - expected_lse(0)) < tol * 100);
+  }
+}
+
 TEST_CASE_TEMPLATE("the forward pass is the same at every SIMD level", Scalar, float, double) {
   test::RandomModelSpec spec;
   spec.seed = 3;

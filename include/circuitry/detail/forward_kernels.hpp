@@ -55,7 +55,89 @@ CIRCUITRY_TARGET_AVX2 void exp_inplace_avx2(T* y, Index n) {
   }
 }
 
+// P vectors of rows of a column-major block x (leading dimension ld, cols >= 1 columns): the
+// rows' maxima mx, sum_j exp(x(:, j) - mx) added to sum (doubles) and raw = sum_j (x(:, j) - mx),
+// which is not finite where a value is not. Each column's P vectors are contiguous.
+#define CIRCUITRY_ROW_SUMEXP_BODY(Exp)                                                \
+  using V = decltype(Exp::load(x));                                                   \
+  using D = decltype(Exp::zero());                                                    \
+  constexpr Index L = lanes<V, T>(), W = lanes<double, T>();                          \
+  V m[P], check[P];                                                                   \
+  D acc[P * W];                                                                       \
+  for (int p = 0; p < P; ++p) m[p] = Exp::load(x + p * L);                            \
+  for (Index j = 1; j < cols; ++j) {                                                  \
+    for (int p = 0; p < P; ++p) m[p] = Exp::max(m[p], Exp::load(x + j * ld + p * L)); \
+  }                                                                                   \
+  for (int p = 0; p < P; ++p) check[p] = Exp::sub(m[p], m[p]);                        \
+  for (Index q = 0; q < P * W; ++q) acc[q] = Exp::zero();                             \
+  for (Index j = 0; j < cols; ++j) {                                                  \
+    for (int p = 0; p < P; ++p) {                                                     \
+      const V y = Exp::sub(Exp::load(x + j * ld + p * L), m[p]);                      \
+      check[p] = Exp::add(check[p], y);                                               \
+      Exp::accumulate(y, acc + p * W);                                                \
+    }                                                                                 \
+  }                                                                                   \
+  for (int p = 0; p < P; ++p) {                                                       \
+    Exp::store(mx + p * L, m[p]);                                                     \
+    Exp::store(raw + p * L, check[p]);                                                \
+  }                                                                                   \
+  for (Index q = 0; q < P * W; ++q) Exp::add_to(sum + q * (L / W), acc[q]);
+
+template <int P, typename T>
+CIRCUITRY_TARGET_AVX512 void row_sumexp_avx512(const T* x, Index ld, Index cols, T* mx, double* sum,
+                                               T* raw) {
+  CIRCUITRY_ROW_SUMEXP_BODY(Avx512Exp)
+}
+template <int P, typename T>
+CIRCUITRY_TARGET_AVX2 void row_sumexp_avx2(const T* x, Index ld, Index cols, T* mx, double* sum,
+                                           T* raw) {
+  CIRCUITRY_ROW_SUMEXP_BODY(Avx2Exp)
+}
+#undef CIRCUITRY_ROW_SUMEXP_BODY
 #endif  // CIRCUITRY_SIMD_DISPATCH
+
+/// The rows of a column-major block x ([rows, cols], leading dimension ld) that the vector
+/// kernels of `level` take, a whole number of vectors from the first (panels of 4 vectors, then
+/// single vectors, so that each column is read in whole cache lines): their maxima mx,
+/// sum_j exp(x(i, j) - mx(i)) added to sum(i) (in double, each exponential as exact as
+/// exp_inplace's) and raw(i) = sum_j (x(i, j) - mx(i)), not finite where a value of the row is
+/// not. Returns how many rows that is: 0 at SimdLevel::none or without columns.
+template <typename T>
+Index row_sumexp(SimdLevel level, const T* x, Index ld, Index rows, Index cols, T* mx, double* sum,
+                 T* raw) {
+#if CIRCUITRY_SIMD_DISPATCH
+  if ((level == SimdLevel::avx512 || level == SimdLevel::avx2) && cols > 0) {
+    constexpr int P = 4;
+    const bool wide = level == SimdLevel::avx512;
+    const Index L = (wide ? 64 : 32) / static_cast<Index>(sizeof(T));
+    Index i = 0;
+    for (; i + P * L <= rows; i += P * L) {
+      if (wide) {
+        row_sumexp_avx512<P>(x + i, ld, cols, mx + i, sum + i, raw + i);
+      } else {
+        row_sumexp_avx2<P>(x + i, ld, cols, mx + i, sum + i, raw + i);
+      }
+    }
+    for (; i + L <= rows; i += L) {
+      if (wide) {
+        row_sumexp_avx512<1>(x + i, ld, cols, mx + i, sum + i, raw + i);
+      } else {
+        row_sumexp_avx2<1>(x + i, ld, cols, mx + i, sum + i, raw + i);
+      }
+    }
+    return i;
+  }
+#endif
+  (void)level;
+  (void)x;
+  (void)ld;
+  (void)rows;
+  (void)cols;
+  (void)mx;
+  (void)sum;
+  (void)raw;
+  return 0;
+}
 
 /// y[i] <- exp(y[i]) for i < n: with the vector exponentials of `level` (y clamped as in the
 /// file comment: a value below -708, or -87 for floats, gives e^-708 or e^-87 instead of about
@@ -125,6 +207,11 @@ Vector<typename Derived::Scalar> row_max(const Eigen::MatrixBase<Derived>& m) {
   return mx;
 }
 
+/// Whether row_sumexp can read `m` in place: column-major with direct access to its storage.
+template <typename Derived>
+constexpr bool kColumnMajorStorage =
+    !Derived::IsRowMajor && (Derived::Flags & Eigen::DirectAccessBit) != 0;
+
 /// Values per call of `exp_chunk` in sum_exp and row_logsumexp.
 constexpr int kExpChunk = 64;
 
@@ -155,30 +242,43 @@ double sum_exp(const Scalar* x, Index n, double shift) {
 
 /// Row-wise log-sum-exp of a block of logits: lse(i) = log sum_j exp(logits(i, j)), computed
 /// stably as m_i + log sum_j exp(logits(i, j) - m_i) with m_i the row maximum. Column-major
-/// blocks are read a column at a time (kExpChunk rows at once), so that a block of a tall
-/// [tokens, d_vocab] matrix is read in order; rows with a non-finite value take std::exp.
+/// blocks are read a column at a time (a vector of rows at once with the vector kernels,
+/// row_sumexp; kExpChunk rows otherwise), so that a block of a tall [tokens, d_vocab] matrix is
+/// read in order; rows with a non-finite value take std::exp.
 template <typename Derived>
 Vector<typename Derived::Scalar> row_logsumexp(const Eigen::MatrixBase<Derived>& logits) {
   using Scalar = typename Derived::Scalar;
   using Chunk = Eigen::Array<double, kExpChunk, 1>;
   const Index n = logits.rows(), V = logits.cols();
-  const Vector<Scalar> mx = row_max(logits);
   const SimdLevel level = simd_level();
-  Vector<Scalar> out(n);
+  Vector<Scalar> out(n), mx(n);
   Eigen::Matrix<Scalar, 1, Eigen::Dynamic> row(V);
   const auto slow = [&](Index i) {
     row = logits.row(i);
     return static_cast<double>((row.array() - mx(i)).exp().sum());
   };
-  if (Derived::IsRowMajor || n < kExpChunk / 4) {
-    for (Index i = 0; i < n; ++i) {
+  Index done = 0;  // the rows of whole vectors, with the vector kernels
+  if constexpr (kColumnMajorStorage<Derived>) {
+    Eigen::VectorXd sum = Eigen::VectorXd::Zero(n);
+    Vector<Scalar> raw(n);
+    done = row_sumexp<Scalar>(level, logits.derived().data(), logits.derived().outerStride(), n, V,
+                              mx.data(), sum.data(), raw.data());
+    for (Index i = 0; i < done; ++i) {
+      const double s = std::isfinite(raw(i)) ? sum(i) : slow(i);
+      out(i) = mx(i) + static_cast<Scalar>(std::log(s));
+    }
+  }
+  if (done == n) return out;
+  mx.tail(n - done) = row_max(logits.bottomRows(n - done));
+  if (Derived::IsRowMajor || n - done < kExpChunk / 4) {
+    for (Index i = done; i < n; ++i) {
       row = logits.row(i);
       double s = sum_exp(row.data(), V, static_cast<double>(mx(i)));
       out(i) = mx(i) + static_cast<Scalar>(std::log(std::isfinite(s) ? s : slow(i)));
     }
     return out;
   }
-  for (Index i0 = 0; i0 < n; i0 += kExpChunk) {
+  for (Index i0 = done; i0 < n; i0 += kExpChunk) {
     const Index m = std::min<Index>(kExpChunk, n - i0);
     Chunk shift = Chunk::Zero(), acc = Chunk::Zero(), raw = Chunk::Zero(), buf = Chunk::Zero();
     shift.head(m) = mx.segment(i0, m).template cast<double>();

@@ -250,6 +250,14 @@ struct Avx512Exp {
   CIRCUITRY_TARGET_AVX512 static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
   CIRCUITRY_TARGET_AVX512 static __m512d sub(__m512d a, __m512d b) { return _mm512_sub_pd(a, b); }
   CIRCUITRY_TARGET_AVX512 static __m512 sub(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
+  CIRCUITRY_TARGET_AVX512 static __m512d max(__m512d a, __m512d b) {
+    return _mm512_maskz_max_pd(kAll8, a, b);
+  }
+  CIRCUITRY_TARGET_AVX512 static __m512 max(__m512 a, __m512 b) {
+    return _mm512_maskz_max_ps(kAll16, a, b);
+  }
+  CIRCUITRY_TARGET_AVX512 static void store(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
+  CIRCUITRY_TARGET_AVX512 static void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
   CIRCUITRY_TARGET_AVX512 static void accumulate(__m512d y, __m512d* acc) {
     acc[0] = _mm512_add_pd(acc[0], exp_avx512(y));
   }
@@ -274,6 +282,10 @@ struct Avx2Exp {
   CIRCUITRY_TARGET_AVX2 static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
   CIRCUITRY_TARGET_AVX2 static __m256d sub(__m256d a, __m256d b) { return _mm256_sub_pd(a, b); }
   CIRCUITRY_TARGET_AVX2 static __m256 sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
+  CIRCUITRY_TARGET_AVX2 static __m256d max(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
+  CIRCUITRY_TARGET_AVX2 static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+  CIRCUITRY_TARGET_AVX2 static void store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+  CIRCUITRY_TARGET_AVX2 static void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
   CIRCUITRY_TARGET_AVX2 static void accumulate(__m256d y, __m256d* acc) {
     acc[0] = _mm256_add_pd(acc[0], exp_avx2(y));
   }
