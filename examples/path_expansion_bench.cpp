@@ -11,6 +11,7 @@
 // Built with the examples (target path-expansion-bench), e.g.
 //     build/release/examples/path-expansion-bench
 //         examples/models/attn-only-2l.safetensors examples/tokens/eval-batch-8x256.json double 5
+#include <algorithm>
 #include <chrono>
 #include <circuitry/circuitry.hpp>
 #include <circuitry/data_report.hpp>
@@ -113,6 +114,17 @@ void bench(const std::string& model_path, const std::string& tokens_path, int re
   const double t_exp = seconds_since(t0);
   std::printf("exp_sums %.3f G exp/s (checksum %g)\n", 10.0 * R * C * reps / t_exp * 1e-9,
               acc.sum());
+  {  // The forward pass's per-token losses: row-wise log-sum-exp of [2048, 4096] logits.
+    const circuitry::Matrix<Scalar> logits =
+        circuitry::Matrix<Scalar>::Random(2048, 4096) * Scalar(10);
+    double best = 1e9, checksum = 0;
+    for (int r = 0; r < 5; ++r) {
+      t0 = Clock::now();
+      checksum += static_cast<double>(circuitry::detail::row_logsumexp(logits).sum());
+      best = std::min(best, seconds_since(t0));
+    }
+    std::printf("row_logsumexp [2048, 4096]: %.4f s (best of 5, checksum %g)\n", best, checksum);
+  }
 }
 
 }  // namespace
