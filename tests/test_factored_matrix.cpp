@@ -760,4 +760,15 @@ TEST_CASE("the top-k order ranks larger values first, ties by column, and NaN la
   CHECK(top.indices(0, 1) == 3);
   CHECK(top.indices(0, 2) == 0);
   CHECK(top.indices(0, 3) == 1);
+
+  // k < n with NaN among the best kept so far: later numbers still displace them.
+  circuitry::Matrix<double> c(1, 5);
+  c << nan, nan, 1.0, 2.0, 1.0;
+  const FactoredMatrix<double> g(circuitry::Matrix<double>::Ones(1, 1), c);
+  const circuitry::TopK<double> two = g.top_k_rows(2);
+  CHECK(two.indices(0, 0) == 3);
+  CHECK(two.indices(0, 1) == 2);
+  const circuitry::TopK<double> four = g.top_k_rows(4);
+  CHECK(four.indices(0, 2) == 4);
+  CHECK(four.indices(0, 3) == 0);
 }

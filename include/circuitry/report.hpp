@@ -236,7 +236,7 @@ void report_top(const AttentionOnlyModel<Scalar>& model, std::vector<int> probe,
   out["probe_tokens"] = probe;
   const std::vector<HeadId> ids = model.head_ids();
   const Index P = E.rows(), n = static_cast<Index>(ids.size()), d_model = model.W_E.cols();
-  constexpr Index kBlockRows = 256;  // rows of the products with W_U and W_E^T at a time
+  constexpr Index kBlockRows = 64;  // rows of the products with W_U and W_E^T at a time
   Matrix<Scalar> ov(n * P, d_model), qk(n * P, d_model);
   for (Index i = 0; i < n; ++i) {
     const auto& h = model.head(ids[static_cast<std::size_t>(i)]);

@@ -11,9 +11,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <numeric>
+#include <type_traits>
 #include <vector>
 
+#include "circuitry/detail/simd_gemm.hpp"
 #include "circuitry/error.hpp"
 #include "circuitry/types.hpp"
 
@@ -21,10 +22,30 @@ namespace circuitry {
 namespace detail {
 namespace factored {
 
+/// out = rows (a block of rows of some a) times b. With b a matrix or the transpose of one
+/// (W_U; W_E.transpose()) this is detail::multiply: circuitry's AVX-512/AVX2 kernels, in
+/// parallel, 3-5x Eigen's SSE2 product (the report's top lists: [256, 256] x [256, 4096] took
+/// 23 ms each with Eigen's); for a transpose, (b^T rows^T)^T, whose extra copy is cheap next to
+/// the product. Any other expression: Eigen's product.
+template <typename Scalar, typename Rows, typename B>
+void block_product(const Rows& rows, const Eigen::MatrixBase<B>& b, Matrix<Scalar>& out) {
+  if constexpr (std::is_same<B, Matrix<Scalar>>::value) {
+    const Matrix<Scalar> a = rows;
+    multiply(a, b.derived(), out);
+  } else if constexpr (std::is_same<B, Eigen::Transpose<const Matrix<Scalar>>>::value) {
+    const Matrix<Scalar> at = rows.transpose();
+    Matrix<Scalar> t;
+    multiply(b.derived().nestedExpression(), at, t);
+    out = t.transpose();
+  } else {
+    out.noalias() = rows * b;
+  }
+}
+
 /// Calls `f(first, block)` for first = 0, block_rows, ... with block = a.middleRows(first,
-/// count) * b written into a reused buffer: one allocation for the full blocks and one for a
-/// final partial block. b is a matrix or any Eigen expression of one (e.g. W_E.transpose(),
-/// without a copy). `block_rows` > 0 is checked by the caller.
+/// count) * b (block_product) written into a reused buffer: one allocation for the full blocks
+/// and one for a final partial block. b is a matrix or any Eigen expression of one (e.g.
+/// W_E.transpose(), without a copy). `block_rows` > 0 is checked by the caller.
 template <typename Scalar, typename B, typename F>
 void for_each_row_block(const Matrix<Scalar>& a, const Eigen::MatrixBase<B>& b, Index block_rows,
                         F&& f) {
@@ -37,7 +58,7 @@ void for_each_row_block(const Matrix<Scalar>& a, const Eigen::MatrixBase<B>& b, 
     const Index count = std::min(full, m - first);
     Matrix<Scalar>& out = (count == full) ? buffer : tail;
     if (count != full) out.resize(count, b.cols());
-    out.noalias() = a.middleRows(first, count) * b;
+    block_product(a.middleRows(first, count), b, out);
     const Matrix<Scalar>& view = out;
     f(first, view);
   }
@@ -63,7 +84,7 @@ void for_each_listed_row_block(const Matrix<Scalar>& a, const Matrix<Scalar>& b,
     for (Index t = 0; t < count; ++t) {
       gathered.row(t) = a.row(rows[static_cast<std::size_t>(first + t)]);
     }
-    buffer.noalias() = gathered * b;
+    block_product(gathered, b, buffer);
     const Matrix<Scalar>& view = buffer;
     f(first, view);
   }
@@ -87,36 +108,45 @@ inline bool ranks_before(Scalar a, Index ia, Scalar b, Index ib) {
 template <typename Scalar>
 class RowTopKSelector {
  public:
-  RowTopKSelector(Index cols, Index k)
-      : k_(k), values_(static_cast<std::size_t>(cols)), order_(static_cast<std::size_t>(cols)) {}
+  RowTopKSelector(Index /*cols*/, Index k)
+      : k_(k), top_v_(static_cast<std::size_t>(k)), top_j_(static_cast<std::size_t>(k)) {}
 
   /// Writes the top k of `block.row(row)` into row `out_row` of `indices` / `values`, sorted by
-  /// `ranks_before`. O(n log k) for a row of n entries.
+  /// `ranks_before`. One pass over the row keeping the best k so far in order (insertion): the
+  /// columns come in increasing order, so an entry that is not above the k-th kept one (equal:
+  /// it has the larger column) ranks after it, and most entries cost that one comparison. The
+  /// top k under the total order `ranks_before` is unique: the same as a partial sort's.
   template <typename IndexOut, typename ValueOut>
   void select(const Matrix<Scalar>& block, Index row, IndexOut& indices, ValueOut& values,
               Index out_row) {
-    const Index n = block.cols();
-    CIRCUITRY_ASSERT(static_cast<std::size_t>(n) == values_.size());
-    CIRCUITRY_ASSERT(k_ <= n);
-    for (Index j = 0; j < n; ++j) values_[static_cast<std::size_t>(j)] = block(row, j);
-    std::iota(order_.begin(), order_.end(), Index{0});
-    const std::vector<Scalar>& v = values_;
-    std::partial_sort(order_.begin(), order_.begin() + static_cast<std::ptrdiff_t>(k_),
-                      order_.end(), [&v](Index i, Index j) {
-                        return ranks_before(v[static_cast<std::size_t>(i)], i,
-                                            v[static_cast<std::size_t>(j)], j);
-                      });
-    for (Index c = 0; c < k_; ++c) {
-      const Index j = order_[static_cast<std::size_t>(c)];
-      indices(out_row, c) = j;
-      values(out_row, c) = values_[static_cast<std::size_t>(j)];
+    CIRCUITRY_ASSERT(k_ <= block.cols());
+    if (k_ == 0) return;
+    const std::size_t k = static_cast<std::size_t>(k_);
+    std::size_t count = 0;
+    for (Index j = 0; j < block.cols(); ++j) {
+      const Scalar v = block(row, j);
+      if (count == k) {
+        if (v <= top_v_[k - 1]) continue;  // false when either is NaN: then the full order
+        if (!ranks_before(v, j, top_v_[k - 1], top_j_[k - 1])) continue;
+      }
+      std::size_t pos = count < k ? count++ : k - 1;
+      for (; pos > 0 && ranks_before(v, j, top_v_[pos - 1], top_j_[pos - 1]); --pos) {
+        top_v_[pos] = top_v_[pos - 1];
+        top_j_[pos] = top_j_[pos - 1];
+      }
+      top_v_[pos] = v;
+      top_j_[pos] = j;
+    }
+    for (std::size_t c = 0; c < k; ++c) {
+      indices(out_row, static_cast<Index>(c)) = top_j_[c];
+      values(out_row, static_cast<Index>(c)) = top_v_[c];
     }
   }
 
  private:
   Index k_;
-  std::vector<Scalar> values_;
-  std::vector<Index> order_;
+  std::vector<Scalar> top_v_;
+  std::vector<Index> top_j_;
 };
 
 /// Number of entries of `block.row(row)` strictly greater than `block(row, diag_col)`.
