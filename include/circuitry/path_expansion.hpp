@@ -56,6 +56,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -254,9 +255,10 @@ class PathExpansion {
   };
   static constexpr std::size_t kIdentityWriter = 0;  ///< the direct and remainder terms' writer
 
-  /// full_logits: the logits of all terms, or empty to compute them.
+  /// full_logits: the logits of all terms, or empty to compute them; full_loss: their mean
+  /// next-token loss when the caller has it (the forward pass's, from the same logits).
   PathExpansion(FrozenModel<Scalar> frozen, const PathExpansionOptions& options,
-                Matrix<Scalar> full_logits);
+                Matrix<Scalar> full_logits, std::optional<Scalar> full_loss = std::nullopt);
   static ForwardCache<Scalar>&& cache_of(ForwardResult<Scalar>& run) {
     if (!run.cache) {
       throw argument_error(

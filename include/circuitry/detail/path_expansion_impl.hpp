@@ -27,12 +27,12 @@ PathExpansion<Scalar>::PathExpansion(const AttentionOnlyModel<Scalar>& model, co
                                      ForwardResult<Scalar>&& run,
                                      const PathExpansionOptions& options)
     : PathExpansion(FrozenModel<Scalar>(model, tokens, cache_of(run)), options,
-                    std::move(run.logits)) {}
+                    std::move(run.logits), run.loss_mean) {}
 
 template <typename Scalar>
 PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
                                      const PathExpansionOptions& options,
-                                     Matrix<Scalar> full_logits)
+                                     Matrix<Scalar> full_logits, std::optional<Scalar> full_loss)
     : frozen_(std::move(frozen)), full_logits_(std::move(full_logits)) {
   const AttentionOnlyModel<Scalar>& model = frozen_.model();
   const int L = model.n_layers(), H = model.n_heads();
@@ -64,29 +64,47 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
       }
     }
     std::vector<Data> out(jobs.size());
+    std::vector<Matrix<Scalar>> P(jobs.size());  // each job's read_through
+    std::vector<std::vector<Index>> by_head(static_cast<std::size_t>(H));
+    for (std::size_t j = 0; j < jobs.size(); ++j) {
+      by_head[static_cast<std::size_t>(jobs[j].second)].push_back(static_cast<Index>(j));
+    }
     const LayerNorm<Scalar>& ln1 = model.layers[static_cast<std::size_t>(l)].ln1;
     const Vector<Scalar>& s1 = frozen_.ln1_scales(l);
     const Index n_jobs = static_cast<Index>(jobs.size()), S = frozen_.seq_len();
+    const Index B = frozen_.batch(), n_tasks = B * H;
     CIRCUITRY_OMP_PARALLEL {
-      Matrix<Scalar> Y;  // this thread's buffer
       CIRCUITRY_OMP_FOR
       for (Index j = 0; j < n_jobs; ++j) {
         const auto [t, h] = jobs[static_cast<std::size_t>(j)];
-        const Data& in = data_[t];
-        const Matrix<Scalar> P =
-            FrozenModel<Scalar>::read_through(ln1, writers_[in.writer].W, model.head(l, h).W_V);
+        Matrix<Scalar>& Pj = P[static_cast<std::size_t>(j)];
+        Pj = FrozenModel<Scalar>::read_through(ln1, writers_[data_[t].writer].W,
+                                               model.head(l, h).W_V);
         Data& d = out[static_cast<std::size_t>(j)];
         d.writer = head_writer[static_cast<std::size_t>(l) * static_cast<std::size_t>(H) +
                                static_cast<std::size_t>(h)];
-        d.Z.resize(N, P.cols());
+        d.Z.resize(N, Pj.cols());
         detail::prefault(d.Z);
-        Y.resize(S, P.cols());
-        for (Index b = 0; b < frozen_.batch(); ++b) {  // A^h diag(s_l) Z P, one sequence at a time
-          detail::gemm(level, S, P.cols(), P.rows(), in.Z.data() + b * S, N, P.data(), P.rows(),
+      }
+      // (the loop's barrier publishes P and the outputs.) Then A^h diag(s_l) Z P one head and
+      // one sequence at a time, for all the head's inputs in a row: its pattern [S, S] stays in
+      // cache for all of them instead of being read again for each (10 inputs per layer-1 head
+      // of attn-only-2l).
+      Matrix<Scalar> Y;  // this thread's buffer
+      CIRCUITRY_OMP_FOR
+      for (Index task = 0; task < n_tasks; ++task) {
+        const int h = static_cast<int>(task / B);
+        const Index b = task % B;
+        const Matrix<Scalar>& A = frozen_.pattern({l, h}, b);
+        for (const Index j : by_head[static_cast<std::size_t>(h)]) {
+          const Matrix<Scalar>& in = data_[jobs[static_cast<std::size_t>(j)].first].Z;
+          const Matrix<Scalar>& Pj = P[static_cast<std::size_t>(j)];
+          Y.resize(S, Pj.cols());
+          detail::gemm(level, S, Pj.cols(), Pj.rows(), in.data() + b * S, N, Pj.data(), Pj.rows(),
                        Y.data(), S);
           Y.array().colwise() *= s1.segment(b * S, S).array();
-          detail::causal_product(level, frozen_.pattern({l, h}, b), Y.data(), S, Y.cols(),
-                                 d.Z.data() + b * S, N);
+          detail::causal_product(level, A, Y.data(), S, Y.cols(),
+                                 out[static_cast<std::size_t>(j)].Z.data() + b * S, N);
         }
       }
     }
@@ -138,7 +156,8 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
                          " x " + std::to_string(model.config.d_vocab));
   }
   row_max_ = detail::row_max(full_logits_);
-  full_loss_ = loss(all);
+  // The forward pass's loss is the mean next-token loss of these same logits: no second pass.
+  full_loss_ = full_loss && frozen_.predictions() > 0 ? *full_loss : loss(all);
   has_full_loss_ = true;
 }
 
