@@ -313,6 +313,44 @@ TEST_CASE("a path expansion can take the forward pass's cache and logits instead
                        argument_error);
 }
 
+TEST_CASE("a path expansion that lets its patterns go gives the same terms and losses") {
+  test::RandomModelSpec spec;
+  spec.n_layers = 3;
+  spec.n_heads = 2;
+  const auto model = processed(test::random_model<double>(spec));
+  const Tokens tokens = random_tokens(2, 7, spec.d_vocab, 4);
+  for (const int max_order : {-1, 1}) {  // 1: the remainder reads every layer's patterns last
+    CAPTURE(max_order);
+    PathExpansionOptions keep, drop;
+    keep.max_order = drop.max_order = max_order;
+    drop.keep_patterns = false;
+    const PathExpansion<double> kept(model, tokens, keep);
+    const PathExpansion<double> dropped(model, tokens, drop);
+    REQUIRE(dropped.size() == kept.size());
+    for (std::size_t i = 0; i < kept.size(); ++i) {
+      CAPTURE(kept.term(i).name());
+      CHECK(dropped.term(i).name() == kept.term(i).name());
+      CHECK(dropped.contribution(i) == kept.contribution(i));  // the same operations
+    }
+    CHECK(dropped.full_loss() == kept.full_loss());
+    CHECK(dropped.marginal_losses() == kept.marginal_losses());
+    for (int l = 0; l < spec.n_layers; ++l) {
+      CHECK(kept.frozen().has_patterns(l));
+      CHECK_FALSE(dropped.frozen().has_patterns(l));
+    }
+    CHECK(kept.frozen().pattern({1, 0}, 1).rows() == 7);
+    CHECK_THROWS_WITH_AS(dropped.frozen().pattern({1, 0}, 1),
+                         "[circuitry.argument_error] FrozenModel: the patterns of layer 1 were "
+                         "released (PathExpansionOptions::keep_patterns = false)",
+                         argument_error);
+    CHECK_THROWS_AS(dropped.frozen().resid_final(dropped.frozen().resid0()), argument_error);
+  }
+  CHECK_THROWS_WITH_AS(PathExpansion<double>(model, tokens).frozen().pattern({3, 0}, 0),
+                       "[circuitry.argument_error] FrozenModel: no pattern of head L3H0 on "
+                       "sequence 0 (3 layers, 2 heads, 2 sequences)",
+                       argument_error);
+}
+
 TEST_CASE("the summary gives partial sums by order and by layer, and per-head ablations") {
   test::RandomModelSpec spec;
   spec.n_layers = 3;

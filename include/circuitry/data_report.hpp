@@ -215,7 +215,9 @@ void report_tokens(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens
   out["prev_token_score"] = detail::head_scores_json(previous_token_scores(run));
 
   const double model_loss = static_cast<double>(run.loss_mean);
-  const PathExpansion<Scalar> pe(model, tokens, std::move(run));  // takes its logits and cache
+  PathExpansionOptions expand;
+  expand.keep_patterns = false;  // read above for the last time: freed as the terms are built
+  const PathExpansion<Scalar> pe(model, tokens, std::move(run), expand);  // takes logits, cache
   out["path_expansion"] = path_expansion_json(pe, model.n_layers(), model.n_heads(), model_loss);
 }
 

@@ -72,10 +72,32 @@ class FrozenModel {
   }
   const Vector<Scalar>& ln_final_scales() const { return ln_final_scales_; }
   /// The frozen [S, S] pattern of head `id` on sequence `b` (zero above the diagonal).
+  /// argument_error for a head or sequence that does not exist, or a layer whose patterns were
+  /// released.
   const Matrix<Scalar>& pattern(HeadId id, Index b) const {
-    return patterns_.at(static_cast<std::size_t>(id.layer))
-        .at(static_cast<std::size_t>(id.head))
-        .at(static_cast<std::size_t>(b));
+    if (id.layer < 0 || id.layer >= model_.n_layers() || id.head < 0 ||
+        id.head >= model_.n_heads() || b < 0 || b >= batch()) {
+      throw argument_error("FrozenModel: no pattern of head " + id.name() + " on sequence " +
+                           std::to_string(b) + " (" + std::to_string(model_.n_layers()) +
+                           " layers, " + std::to_string(model_.n_heads()) + " heads, " +
+                           std::to_string(batch()) + " sequences)");
+    }
+    if (!has_patterns(id.layer)) {
+      throw argument_error("FrozenModel: the patterns of layer " + std::to_string(id.layer) +
+                           " were released (PathExpansionOptions::keep_patterns = false)");
+    }
+    return patterns_[static_cast<std::size_t>(id.layer)][static_cast<std::size_t>(id.head)]
+                    [static_cast<std::size_t>(b)];
+  }
+  /// Whether layer `layer`'s patterns are still held (see release_patterns).
+  bool has_patterns(int layer) const {
+    return !patterns_.at(static_cast<std::size_t>(layer)).empty();
+  }
+  /// Frees layer `layer`'s patterns ([B, S, S] per head): what reads them (pattern, attend,
+  /// layer_linear, resid_final) throws argument_error from then on. For a caller done with
+  /// them (PathExpansion once its terms are built), so that later allocations reuse the memory.
+  void release_patterns(int layer) {
+    std::vector<std::vector<Matrix<Scalar>>>().swap(patterns_.at(static_cast<std::size_t>(layer)));
   }
 
   /// resid_0 = W_E[t] (+ W_pos[p] for standard positions), [N, d_model]: the direct path.

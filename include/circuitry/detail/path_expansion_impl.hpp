@@ -109,6 +109,8 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
       }
     }
     for (Data& d : out) data_.push_back(std::move(d));
+    // The remainder (below) reads every layer's patterns again; otherwise layer l's are done.
+    if (!options.keep_patterns && max_order >= L) frozen_.release_patterns(l);
 
     // Layer l's constants: b_O, and each head's value bias when it is not zero.
     auto add_constant = [&](PathTerm term, const RowVector<Scalar>& c) {
@@ -144,6 +146,9 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
     r.remainder_order = max_order + 1;
     terms_.push_back(r);
     data_.push_back({std::move(rest), identity});
+    if (!options.keep_patterns) {
+      for (int l = 0; l < L; ++l) frozen_.release_patterns(l);
+    }
   }
 
   const std::vector<bool> all(terms_.size(), true);
