@@ -71,7 +71,7 @@ TopK<Scalar> top_k_of_product(const Matrix<Scalar>& a, const Eigen::MatrixBase<B
   TopK<Scalar> out;
   out.indices.resize(a.rows(), k);
   out.values.resize(a.rows(), k);
-  RowTopKSelector<Scalar> selector(b.cols(), k);
+  RowTopKSelector<Scalar> selector(k);
   for_each_row_block(a, b, block_rows, [&](Index first, const Matrix<Scalar>& blk) {
     for (Index t = 0; t < blk.rows(); ++t) {
       selector.select(blk, t, out.indices, out.values, first + t);
@@ -391,7 +391,7 @@ class FactoredMatrix {
     TopK<Scalar> out;
     out.indices.resize(static_cast<Index>(rows_to_rank.size()), k);
     out.values.resize(static_cast<Index>(rows_to_rank.size()), k);
-    detail::factored::RowTopKSelector<Scalar> selector(cols(), k);
+    detail::factored::RowTopKSelector<Scalar> selector(k);
     detail::factored::for_each_listed_row_block<Scalar>(
         A_, B_, rows_to_rank, block_rows, [&](Index first, const MatrixType& blk) {
           for (Index t = 0; t < blk.rows(); ++t) {

@@ -108,7 +108,7 @@ inline bool ranks_before(Scalar a, Index ia, Scalar b, Index ib) {
 template <typename Scalar>
 class RowTopKSelector {
  public:
-  RowTopKSelector(Index /*cols*/, Index k)
+  explicit RowTopKSelector(Index k)
       : k_(k), top_v_(static_cast<std::size_t>(k)), top_j_(static_cast<std::size_t>(k)) {}
 
   /// Writes the top k of `block.row(row)` into row `out_row` of `indices` / `values`, sorted by

@@ -252,7 +252,7 @@ Vector<typename Derived::Scalar> row_logsumexp(const Eigen::MatrixBase<Derived>&
   const Index n = logits.rows(), V = logits.cols();
   const SimdLevel level = simd_level();
   Vector<Scalar> out(n), mx(n);
-  Eigen::Matrix<Scalar, 1, Eigen::Dynamic> row(V);
+  Eigen::Matrix<Scalar, 1, Eigen::Dynamic> row;  // sized by its first assignment
   const auto slow = [&](Index i) {
     row = logits.row(i);
     return static_cast<double>((row.array() - mx(i)).exp().sum());
