@@ -128,10 +128,10 @@ struct PathExpansionOptions {
   /// Whether frozen() keeps its attention patterns once the terms are built. The terms, their
   /// losses and circuits never read them again; without them (false) each layer's patterns are
   /// freed as soon as that layer's terms exist (all at the end when max_order truncates: the
-  /// remainder reads them), so that the next layer's terms and the losses reuse the memory
-  /// (`circuitry-report --tokens` on attn-only-2l, 8 x 256 tokens in double: peak resident
-  /// memory 270 -> 225 MB). frozen().pattern, attend, layer_linear and resid_final then throw
-  /// argument_error.
+  /// remainder reads them), so that the next layer's terms and the writers' readouts M reuse
+  /// the memory (`circuitry-report --tokens` on attn-only-2l, 8 x 256 tokens in double: peak
+  /// resident memory 270 -> 209 MB). frozen().pattern, attend, layer_linear and resid_final
+  /// then throw argument_error.
   bool keep_patterns = true;
 };
 
@@ -232,8 +232,9 @@ class PathExpansion {
 
  private:
   struct Writer {
-    Matrix<Scalar> W;  ///< [r, d_model]
-    Matrix<Scalar> M;  ///< W_c [diag(w_f)] W_U, [r, d_vocab]: Lin_f(Z W) W_U = diag(s_f) Z M
+    Matrix<Scalar> W;       ///< [r, d_model]
+    Matrix<Scalar> M;       ///< W_c [diag(w_f)] W_U, [r, d_vocab]: Lin_f(Z W) W_U = diag(s_f) Z M
+    bool identity = false;  ///< W is the identity (M without the product)
   };
   struct Data {
     Matrix<Scalar> Z;  ///< [N, r]
@@ -276,14 +277,25 @@ class PathExpansion {
     return std::move(*run.cache);
   }
 
+  /// Adds a writing matrix; its M comes later (add_readouts), once the patterns may be gone.
   std::size_t add_writer(Matrix<Scalar> W, bool identity = false) {
     Writer w;
-    const LayerNorm<Scalar>& ln = frozen_.model().ln_final;
-    w.M = identity ? FrozenModel<Scalar>::read_through_identity(ln, frozen_.model().W_U)
-                   : FrozenModel<Scalar>::read_through(ln, W, frozen_.model().W_U);
     w.W = std::move(W);
+    w.identity = identity;
     writers_.push_back(std::move(w));
     return writers_.size() - 1;
+  }
+  /// Each writer's M = W_c [diag(w_f)] W_U (~25 MB for attn-only-2l in double): after the terms,
+  /// so that without keep_patterns they reuse the memory of the freed patterns.
+  void add_readouts() {
+    const LayerNorm<Scalar>& ln = frozen_.model().ln_final;
+    const Index n = static_cast<Index>(writers_.size());
+    CIRCUITRY_OMP_PARALLEL_FOR
+    for (Index i = 0; i < n; ++i) {
+      Writer& w = writers_[static_cast<std::size_t>(i)];
+      w.M = w.identity ? FrozenModel<Scalar>::read_through_identity(ln, frozen_.model().W_U)
+                       : FrozenModel<Scalar>::read_through(ln, w.W, frozen_.model().W_U);
+    }
   }
   const std::vector<bool>& check_mask(const std::vector<bool>& keep) const {
     if (keep.size() != terms_.size()) {

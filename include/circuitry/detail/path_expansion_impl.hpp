@@ -151,6 +151,7 @@ PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
     }
   }
 
+  add_readouts();
   const std::vector<bool> all(terms_.size(), true);
   if (full_logits_.size() == 0) {
     full_logits_ = frozen_.logits(resid_final(all));
