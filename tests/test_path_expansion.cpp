@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <circuitry/path_expansion.hpp>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -306,6 +307,17 @@ TEST_CASE("a path expansion can take the forward pass's cache and logits instead
   CHECK(moved.full_loss() == doctest::Approx(copied.full_loss()).epsilon(1e-12));
   const std::size_t i = moved.index_of("L0H2->L1H1");
   CHECK(moved.marginal_loss(i) == doctest::Approx(copied.marginal_loss(i)).epsilon(1e-9));
+  // Shared instead of copied: the same model object, the same figures.
+  const auto shared = std::make_shared<const AttentionOnlyModel<double>>(model);
+  const PathExpansion<double> sharing(shared, tokens, forward(model, tokens, options));
+  CHECK(&sharing.frozen().model() == shared.get());
+  CHECK(&moved.frozen().model() != &model);  // the other constructors copy
+  CHECK(sharing.full_loss() == moved.full_loss());
+  CHECK(sharing.marginal_loss(i) == moved.marginal_loss(i));
+  CHECK_THROWS_WITH_AS(PathExpansion<double>(std::shared_ptr<const AttentionOnlyModel<double>>(),
+                                             tokens, forward(model, tokens, options)),
+                       "[circuitry.argument_error] FrozenModel: no model (a null shared_ptr)",
+                       argument_error);
   ForwardResult<double> no_cache = forward(model, tokens);
   CHECK_THROWS_WITH_AS(PathExpansion<double>(model, tokens, std::move(no_cache)),
                        "[circuitry.argument_error] PathExpansion: the forward result has no cache "

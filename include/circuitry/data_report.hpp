@@ -28,6 +28,7 @@
 ///    `repeated_loss_second_half` (head_detectors.hpp).
 
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -217,7 +218,10 @@ void report_tokens(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens
   const double model_loss = static_cast<double>(run.loss_mean);
   PathExpansionOptions expand;
   expand.keep_patterns = false;  // read above for the last time: freed as the terms are built
-  const PathExpansion<Scalar> pe(model, tokens, std::move(run), expand);  // takes logits, cache
+  // The model outlives pe: borrowed (a no-op deleter) rather than copied.
+  const std::shared_ptr<const AttentionOnlyModel<Scalar>> borrowed(
+      &model, [](const AttentionOnlyModel<Scalar>*) {});
+  const PathExpansion<Scalar> pe(borrowed, tokens, std::move(run), expand);  // takes logits, cache
   out["path_expansion"] = path_expansion_json(pe, model.n_layers(), model.n_heads(), model_loss);
 }
 

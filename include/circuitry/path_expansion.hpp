@@ -56,6 +56,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -165,6 +166,10 @@ class PathExpansion {
   /// options.cache) and its logits as the logits of all terms (equal up to rounding), so that
   /// neither is copied nor recomputed. argument_error when `run` has no cache or does not fit.
   PathExpansion(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
+                ForwardResult<Scalar>&& run, const PathExpansionOptions& options = {});
+  /// Same, sharing `model` instead of copying it (FrozenModel's shared_ptr constructor; the
+  /// report borrows its model this way: 17 MB less for attn-only-2l in double).
+  PathExpansion(std::shared_ptr<const AttentionOnlyModel<Scalar>> model, const Tokens& tokens,
                 ForwardResult<Scalar>&& run, const PathExpansionOptions& options = {});
   PathExpansion(FrozenModel<Scalar> frozen, const PathExpansionOptions& options = {})
       : PathExpansion(std::move(frozen), options, Matrix<Scalar>()) {}

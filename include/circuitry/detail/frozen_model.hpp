@@ -21,6 +21,7 @@
 /// so the logits are an affine function of the embedding, and resid_L splits into path terms.
 /// A^h is block-diagonal: one [S, S] pattern per sequence (rows: token b S + p).
 
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -31,8 +32,9 @@
 namespace circuitry {
 
 /// A model with patterns and LayerNorm scales frozen from a forward-pass cache (see
-/// detail/frozen_model.hpp for the maths). Owns copies of the weights, the tokens and the frozen
-/// quantities; the arguments it was built from may go away.
+/// detail/frozen_model.hpp for the maths). Owns copies of the weights (or shares them, given a
+/// shared_ptr), the tokens and the frozen quantities; the arguments it was built from may go
+/// away.
 template <typename Scalar>
 class FrozenModel {
  public:
@@ -58,11 +60,23 @@ class FrozenModel {
     freeze(std::move(cache));
   }
 
+  /// Same, sharing `model` instead of copying it (a GPT-2-sized model is hundreds of MB; a
+  /// shared_ptr with a no-op deleter borrows one whose owner outlives this). The model must not
+  /// change while this lives. argument_error for a null model.
+  FrozenModel(std::shared_ptr<const AttentionOnlyModel<Scalar>> model, const Tokens& tokens,
+              ForwardCache<Scalar>&& cache)
+      : model_(std::move(model)), tokens_(tokens) {
+    if (!model_) throw argument_error("FrozenModel: no model (a null shared_ptr)");
+    check_tokens(tokens, model_->config);
+    check_cache(cache);
+    freeze(std::move(cache));
+  }
+
   /// Runs the forward pass (patterns and scales only) and freezes it.
   FrozenModel(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens)
       : FrozenModel(model, tokens, pattern_cache(model, tokens)) {}
 
-  const AttentionOnlyModel<Scalar>& model() const { return model_; }
+  const AttentionOnlyModel<Scalar>& model() const { return *model_; }
   const Tokens& tokens() const { return tokens_; }
   Index batch() const { return tokens_.rows(); }
   Index seq_len() const { return tokens_.cols(); }
@@ -75,11 +89,11 @@ class FrozenModel {
   /// argument_error for a head or sequence that does not exist, or a layer whose patterns were
   /// released.
   const Matrix<Scalar>& pattern(HeadId id, Index b) const {
-    if (id.layer < 0 || id.layer >= model_.n_layers() || id.head < 0 ||
-        id.head >= model_.n_heads() || b < 0 || b >= batch()) {
+    if (id.layer < 0 || id.layer >= model_->n_layers() || id.head < 0 ||
+        id.head >= model_->n_heads() || b < 0 || b >= batch()) {
       throw argument_error("FrozenModel: no pattern of head " + id.name() + " on sequence " +
-                           std::to_string(b) + " (" + std::to_string(model_.n_layers()) +
-                           " layers, " + std::to_string(model_.n_heads()) + " heads, " +
+                           std::to_string(b) + " (" + std::to_string(model_->n_layers()) +
+                           " layers, " + std::to_string(model_->n_heads()) + " heads, " +
                            std::to_string(batch()) + " sequences)");
     }
     if (!has_patterns(id.layer)) {
@@ -103,8 +117,8 @@ class FrozenModel {
   /// resid_0 = W_E[t] (+ W_pos[p] for standard positions), [N, d_model]: the direct path.
   Matrix<Scalar> resid0() const {
     Matrix<Scalar> embed, pos;
-    detail::embed_tokens(model_, tokens_, embed, pos);
-    if (model_.config.positional_embedding_type == PositionalEmbeddingType::standard) embed += pos;
+    detail::embed_tokens(*model_, tokens_, embed, pos);
+    if (model_->config.positional_embedding_type == PositionalEmbeddingType::standard) embed += pos;
     return embed;
   }
 
@@ -139,7 +153,7 @@ class FrozenModel {
 
   /// Lin_l(X): layer l's LN1 with frozen scales and without its bias b, [N, d_model].
   Matrix<Scalar> ln1_linear(int layer, const Matrix<Scalar>& X) const {
-    return linear_ln(model_.layers.at(static_cast<std::size_t>(layer)).ln1, ln1_scales(layer), X);
+    return linear_ln(model_->layers.at(static_cast<std::size_t>(layer)).ln1, ln1_scales(layer), X);
   }
 
   /// A^h Y with the frozen pattern, sequence by sequence (Y: [N, k]).
@@ -155,8 +169,8 @@ class FrozenModel {
   /// The constant head `id` writes besides A^h Lin(x) W_V W_O: (b_ln1 W_V + b_V) W_O (rows of
   /// a pattern sum to one); zero after `fold_value_biases` on LNPre / none models.
   RowVector<Scalar> value_bias(HeadId id) const {
-    const AttentionHead<Scalar>& hd = model_.head(id);
-    const LayerNorm<Scalar>& ln = model_.layers[static_cast<std::size_t>(id.layer)].ln1;
+    const AttentionHead<Scalar>& hd = model_->head(id);
+    const LayerNorm<Scalar>& ln = model_->layers[static_cast<std::size_t>(id.layer)].ln1;
     RowVector<Scalar> v = hd.b_V.transpose();
     if (ln.type == NormalizationType::LN) v += ln.b.transpose() * hd.W_V;
     return v * hd.W_O;
@@ -166,9 +180,9 @@ class FrozenModel {
   Matrix<Scalar> layer_linear(int layer, const Matrix<Scalar>& X) const {
     const Matrix<Scalar> x = ln1_linear(layer, X);
     Matrix<Scalar> out = Matrix<Scalar>::Zero(X.rows(), X.cols());
-    const int H = static_cast<int>(model_.layers.at(static_cast<std::size_t>(layer)).heads.size());
+    const int H = static_cast<int>(model_->layers.at(static_cast<std::size_t>(layer)).heads.size());
     for (int h = 0; h < H; ++h) {
-      const AttentionHead<Scalar>& hd = model_.head(layer, h);
+      const AttentionHead<Scalar>& hd = model_->head(layer, h);
       out.noalias() += attend({layer, h}, x * hd.W_V) * hd.W_O;
     }
     return out;
@@ -176,8 +190,8 @@ class FrozenModel {
 
   /// c_l = b_O^l + sum_h value_bias(l, h): layer l's constant output.
   RowVector<Scalar> layer_constant(int layer) const {
-    RowVector<Scalar> c = model_.layers.at(static_cast<std::size_t>(layer)).b_O.transpose();
-    for (int h = 0; h < model_.n_heads(); ++h) c += value_bias({layer, h});
+    RowVector<Scalar> c = model_->layers.at(static_cast<std::size_t>(layer)).b_O.transpose();
+    for (int h = 0; h < model_->n_heads(); ++h) c += value_bias({layer, h});
     return c;
   }
 
@@ -185,7 +199,7 @@ class FrozenModel {
   /// `with_constants` is false, and equal to the forward pass's resid_L on resid0() when true.
   Matrix<Scalar> resid_final(const Matrix<Scalar>& X0, bool with_constants = true) const {
     Matrix<Scalar> R = X0;
-    for (int l = 0; l < model_.n_layers(); ++l) {
+    for (int l = 0; l < model_->n_layers(); ++l) {
       Matrix<Scalar> out = layer_linear(l, R);
       if (with_constants) out.rowwise() += layer_constant(l);
       R += out;
@@ -195,13 +209,13 @@ class FrozenModel {
 
   /// Lin_f(R) W_U: the linear part of the frozen unembedding, [N, d_vocab].
   Matrix<Scalar> readout_linear(const Matrix<Scalar>& R) const {
-    return linear_ln(model_.ln_final, ln_final_scales_, R) * model_.W_U;
+    return linear_ln(model_->ln_final, ln_final_scales_, R) * model_->W_U;
   }
   /// b_{ln_final} W_U + b_U: the constant part of the frozen unembedding, [1, d_vocab].
   RowVector<Scalar> logit_bias() const {
-    RowVector<Scalar> c = model_.b_U.transpose();
-    if (model_.ln_final.type == NormalizationType::LN)
-      c += model_.ln_final.b.transpose() * model_.W_U;
+    RowVector<Scalar> c = model_->b_U.transpose();
+    if (model_->ln_final.type == NormalizationType::LN)
+      c += model_->ln_final.b.transpose() * model_->W_U;
     return c;
   }
   /// LN_final_frozen(R) W_U + b_U.
@@ -255,8 +269,8 @@ class FrozenModel {
   Scalar loss(const Matrix<Scalar>& R) const {
     return mean_loss([&](Index r0, Index n) {
       Matrix<Scalar> L =
-          linear_ln(model_.ln_final, ln_final_scales_.segment(r0, n), R.middleRows(r0, n)) *
-          model_.W_U;
+          linear_ln(model_->ln_final, ln_final_scales_.segment(r0, n), R.middleRows(r0, n)) *
+          model_->W_U;
       L.rowwise() += logit_bias();
       return L;
     });
@@ -284,8 +298,10 @@ class FrozenModel {
 
   /// A copy of `model` whose large matrices (W_E, W_U, W_pos) are prefaulted before they are
   /// copied into (detail/prefault.hpp).
-  static AttentionOnlyModel<Scalar> copy_model(const AttentionOnlyModel<Scalar>& model) {
-    AttentionOnlyModel<Scalar> m;
+  static std::shared_ptr<const AttentionOnlyModel<Scalar>> copy_model(
+      const AttentionOnlyModel<Scalar>& model) {
+    auto copy = std::make_shared<AttentionOnlyModel<Scalar>>();
+    AttentionOnlyModel<Scalar>& m = *copy;
     for (auto [to, from] : {std::pair<Matrix<Scalar>*, const Matrix<Scalar>*>{&m.W_E, &model.W_E},
                             {&m.W_U, &model.W_U},
                             {&m.W_pos, &model.W_pos}}) {
@@ -293,7 +309,7 @@ class FrozenModel {
       detail::prefault(*to);
     }
     m = model;  // the same sizes: copied into the prefaulted storage
-    return m;
+    return copy;
   }
 
   template <typename Cache>  // const ForwardCache& (copied) or ForwardCache&& (moved from)
@@ -340,17 +356,17 @@ class FrozenModel {
       fail("cache of " + std::to_string(cache.batch) + " x " + std::to_string(cache.seq_len) +
            " tokens, tokens are " + std::to_string(batch()) + " x " + std::to_string(seq_len()));
     }
-    if (static_cast<int>(cache.layers.size()) != model_.n_layers()) {
+    if (static_cast<int>(cache.layers.size()) != model_->n_layers()) {
       fail(std::to_string(cache.layers.size()) + " layers cached, model has " +
-           std::to_string(model_.n_layers()));
+           std::to_string(model_->n_layers()));
     }
     if (cache.ln_final_scales.size() != N) fail("ln_final scales missing");
-    for (int l = 0; l < model_.n_layers(); ++l) {
+    for (int l = 0; l < model_->n_layers(); ++l) {
       const auto& lc = cache.layers[static_cast<std::size_t>(l)];
       if (lc.ln1_scales.size() != N) fail("layer " + std::to_string(l) + " ln1 scales missing");
-      if (static_cast<int>(lc.heads.size()) != model_.n_heads()) {
+      if (static_cast<int>(lc.heads.size()) != model_->n_heads()) {
         fail("layer " + std::to_string(l) + " has " + std::to_string(lc.heads.size()) +
-             " heads cached, model has " + std::to_string(model_.n_heads()));
+             " heads cached, model has " + std::to_string(model_->n_heads()));
       }
       for (const auto& h : lc.heads) {
         if (static_cast<Index>(h.pattern.size()) != batch()) fail("patterns missing");
@@ -361,7 +377,7 @@ class FrozenModel {
     }
   }
 
-  AttentionOnlyModel<Scalar> model_;
+  std::shared_ptr<const AttentionOnlyModel<Scalar>> model_;  ///< a copy, or shared (never null)
   Tokens tokens_;
   std::vector<Vector<Scalar>> ln1_scales_;
   std::vector<std::vector<std::vector<Matrix<Scalar>>>> patterns_;  ///< [layer][head][seq]

@@ -30,6 +30,13 @@ PathExpansion<Scalar>::PathExpansion(const AttentionOnlyModel<Scalar>& model, co
                     std::move(run.logits), run.loss_mean) {}
 
 template <typename Scalar>
+PathExpansion<Scalar>::PathExpansion(std::shared_ptr<const AttentionOnlyModel<Scalar>> model,
+                                     const Tokens& tokens, ForwardResult<Scalar>&& run,
+                                     const PathExpansionOptions& options)
+    : PathExpansion(FrozenModel<Scalar>(std::move(model), tokens, cache_of(run)), options,
+                    std::move(run.logits), run.loss_mean) {}
+
+template <typename Scalar>
 PathExpansion<Scalar>::PathExpansion(FrozenModel<Scalar> frozen,
                                      const PathExpansionOptions& options,
                                      Matrix<Scalar> full_logits, std::optional<Scalar> full_loss)
