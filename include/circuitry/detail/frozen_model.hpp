@@ -54,11 +54,7 @@ class FrozenModel {
   /// attn-only-2l on 8 x 256 tokens, 64 MB of patterns).
   FrozenModel(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
               ForwardCache<Scalar>&& cache)
-      : model_(copy_model(model)), tokens_(tokens) {
-    check_tokens(tokens, model.config);
-    check_cache(cache);
-    freeze(std::move(cache));
-  }
+      : FrozenModel(copy_model(model), tokens, std::move(cache)) {}
 
   /// Same, sharing `model` instead of copying it (a GPT-2-sized model is hundreds of MB; a
   /// shared_ptr with a no-op deleter borrows one whose owner outlives this). The model must not
