@@ -26,12 +26,17 @@ namespace factored {
 /// (W_U; W_E.transpose()) this is detail::multiply: circuitry's AVX-512/AVX2 kernels, in
 /// parallel, 3-5x Eigen's SSE2 product (the report's top lists: [256, 256] x [256, 4096] took
 /// 23 ms each with Eigen's); for a transpose, (b^T rows^T)^T, whose extra copy is cheap next to
-/// the product. Any other expression: Eigen's product.
+/// the product. Any other expression: Eigen's product. Rows that are already a matrix (the
+/// gathered rows of for_each_listed_row_block) are used in place; a block of rows is copied.
 template <typename Scalar, typename Rows, typename B>
 void block_product(const Rows& rows, const Eigen::MatrixBase<B>& b, Matrix<Scalar>& out) {
   if constexpr (std::is_same<B, Matrix<Scalar>>::value) {
-    const Matrix<Scalar> a = rows;
-    multiply(a, b.derived(), out);
+    if constexpr (std::is_same<Rows, Matrix<Scalar>>::value) {
+      multiply(rows, b.derived(), out);
+    } else {
+      const Matrix<Scalar> a = rows;
+      multiply(a, b.derived(), out);
+    }
   } else if constexpr (std::is_same<B, Eigen::Transpose<const Matrix<Scalar>>>::value) {
     const Matrix<Scalar> at = rows.transpose();
     Matrix<Scalar> t;

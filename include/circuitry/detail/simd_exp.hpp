@@ -241,13 +241,10 @@ CIRCUITRY_TARGET_AVX2 inline __m256 exp_avx2(__m256 y) {
 
 /// Per-level helpers of the exp_sums body: vectors of T, and the sum of their exponentials
 /// added to double accumulators (floats: each vector's exponentials widened to 2 vectors).
-struct Avx512Exp {
-  CIRCUITRY_TARGET_AVX512 static __m512d load(const double* p) { return _mm512_loadu_pd(p); }
-  CIRCUITRY_TARGET_AVX512 static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+/// load, store and add are the kernels' own (Avx512Ops, Avx2Ops: detail/simd_gemm.hpp).
+struct Avx512Exp : Avx512Ops {
   CIRCUITRY_TARGET_AVX512 static __m512d set1(double v) { return _mm512_set1_pd(v); }
   CIRCUITRY_TARGET_AVX512 static __m512 set1(float v) { return _mm512_set1_ps(v); }
-  CIRCUITRY_TARGET_AVX512 static __m512d add(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
-  CIRCUITRY_TARGET_AVX512 static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
   CIRCUITRY_TARGET_AVX512 static __m512d sub(__m512d a, __m512d b) { return _mm512_sub_pd(a, b); }
   CIRCUITRY_TARGET_AVX512 static __m512 sub(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
   CIRCUITRY_TARGET_AVX512 static __m512d max(__m512d a, __m512d b) {
@@ -256,8 +253,6 @@ struct Avx512Exp {
   CIRCUITRY_TARGET_AVX512 static __m512 max(__m512 a, __m512 b) {
     return _mm512_maskz_max_ps(kAll16, a, b);
   }
-  CIRCUITRY_TARGET_AVX512 static void store(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
-  CIRCUITRY_TARGET_AVX512 static void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
   CIRCUITRY_TARGET_AVX512 static void accumulate(__m512d y, __m512d* acc) {
     acc[0] = _mm512_add_pd(acc[0], exp_avx512(y));
   }
@@ -273,19 +268,13 @@ struct Avx512Exp {
     _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), v));
   }
 };
-struct Avx2Exp {
-  CIRCUITRY_TARGET_AVX2 static __m256d load(const double* p) { return _mm256_loadu_pd(p); }
-  CIRCUITRY_TARGET_AVX2 static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+struct Avx2Exp : Avx2Ops {
   CIRCUITRY_TARGET_AVX2 static __m256d set1(double v) { return _mm256_set1_pd(v); }
   CIRCUITRY_TARGET_AVX2 static __m256 set1(float v) { return _mm256_set1_ps(v); }
-  CIRCUITRY_TARGET_AVX2 static __m256d add(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
-  CIRCUITRY_TARGET_AVX2 static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
   CIRCUITRY_TARGET_AVX2 static __m256d sub(__m256d a, __m256d b) { return _mm256_sub_pd(a, b); }
   CIRCUITRY_TARGET_AVX2 static __m256 sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
   CIRCUITRY_TARGET_AVX2 static __m256d max(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
   CIRCUITRY_TARGET_AVX2 static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
-  CIRCUITRY_TARGET_AVX2 static void store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
-  CIRCUITRY_TARGET_AVX2 static void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
   CIRCUITRY_TARGET_AVX2 static void accumulate(__m256d y, __m256d* acc) {
     acc[0] = _mm256_add_pd(acc[0], exp_avx2(y));
   }
