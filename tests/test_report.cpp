@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <circuitry/report.hpp>
+#include <limits>
 #include <map>
 
 #include "support/random_model.hpp"
@@ -187,4 +188,44 @@ TEST_CASE("bad report arguments are rejected with a message naming them") {
       circuit_report(model, options),
       "[circuitry.argument_error] probe token 4096 is outside the vocabulary [0, 4096)",
       argument_error);
+}
+
+TEST_CASE("a loop over heads runs every piece once and rethrows the first piece's error") {
+  std::vector<int> runs(40, 0);
+  const auto piece = [&](Index i) {
+    ++runs[static_cast<std::size_t>(i)];
+    if (i == 29 || i == 11 || i == 17) throw argument_error("piece " + std::to_string(i));
+  };
+  CHECK_THROWS_WITH_AS(detail::parallel_for(40, piece), "[circuitry.argument_error] piece 11",
+                       argument_error);
+  CHECK(runs == std::vector<int>(40, 1));
+  CHECK_NOTHROW(detail::parallel_for(0, piece));
+}
+
+TEST_CASE("a report's failing eigensolver names the first failing head, whatever the threads") {
+  test::RandomModelSpec spec;
+  spec.n_layers = 2;
+  spec.n_heads = 4;
+  auto model = test::random_model<double>(spec);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  model.layers[1].heads[2].W_V(0, 0) = nan;  // L1H2's OV circuit
+  model.layers[0].heads[3].W_Q(0, 0) = nan;  // L0H3's QK circuit: the first in head order
+  ReportOptions options;
+  options.groups = {"spectra"};
+#ifdef _OPENMP
+  const int threads = omp_get_max_threads();
+#endif
+  for (int t : {1, 2, 4}) {
+    CAPTURE(t);
+#ifdef _OPENMP
+    omp_set_num_threads(t);
+#endif
+    CHECK_THROWS_WITH_AS(circuit_report(model, options),
+                         "[circuitry.numerical_error] eigenvalues of the QK circuit of L0H3: the "
+                         "matrix holds NaN or infinity, or an eigenvalue overflows",
+                         numerical_error);
+  }
+#ifdef _OPENMP
+  omp_set_num_threads(threads);
+#endif
 }

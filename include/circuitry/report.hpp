@@ -29,6 +29,7 @@
 
 #include "circuitry/circuits.hpp"
 #include "circuitry/composition.hpp"
+#include "circuitry/detail/parallel.hpp"
 #include "circuitry/model.hpp"
 
 namespace circuitry {
@@ -155,12 +156,22 @@ void report_spectra(const AttentionOnlyModel<Scalar>& model, const EmbeddingGram
   const auto at = [](auto& spectra, HeadId id) -> auto& {
     return spectra[static_cast<std::size_t>(id.layer)][static_cast<std::size_t>(id.head)];
   };
-  for (const HeadId id : model.head_ids()) {
+  // In parallel over heads: each head's products and eigensolvers are small and serial, so
+  // parallel products inside them mostly made the other threads wait.
+  const std::vector<HeadId> ids = model.head_ids();
+  const Index n = static_cast<Index>(ids.size());
+  detail::parallel_for(n, [&](Index i) {
+    const HeadId id = ids[static_cast<std::size_t>(i)];
     at(ov, id) = ov_eigenvalues(model, id);
     at(qk, id) = qk_eigenvalues(model, id);
     at(full_ov, id) = full_ov_eigenvalues(model, grams, id);
     at(full_qk, id) = full_qk_eigenvalues(model, grams, id);
-  }
+  });
+  std::vector<Vector<Scalar>> singular(ids.size());
+  detail::parallel_for(n, [&](Index i) {
+    singular[static_cast<std::size_t>(i)] =
+        model.head(ids[static_cast<std::size_t>(i)]).ov().singular_values();
+  });
   out["ov_eigenvalues"] = detail::complex_json<Scalar>(ov);
   out["qk_eigenvalues"] = detail::complex_json<Scalar>(qk);
   out["full_ov_eigenvalues"] = detail::complex_json<Scalar>(full_ov);
@@ -173,7 +184,9 @@ void report_spectra(const AttentionOnlyModel<Scalar>& model, const EmbeddingGram
   out["full_ov_copying_score"] = detail::per_head(L, H, score(full_ov));
   out["full_qk_positivity"] = detail::per_head(L, H, score(full_qk));
   out["ov_singular_values"] = detail::per_head(L, H, [&](HeadId id) {
-    return detail::to_json_vector<Scalar>(model.head(id).ov().singular_values());
+    return detail::to_json_vector<Scalar>(
+        singular[static_cast<std::size_t>(id.layer) * static_cast<std::size_t>(H) +
+                 static_cast<std::size_t>(id.head)]);
   });
 }
 
@@ -183,14 +196,25 @@ template <typename Scalar>
 void report_norms(const AttentionOnlyModel<Scalar>& model, const EmbeddingGrams<Scalar>& grams,
                   nlohmann::json& out) {
   const int L = model.n_layers(), H = model.n_heads();
-  out["ov_frobenius"] = detail::per_head(
-      L, H, [&](HeadId id) { return static_cast<double>(model.head(id).ov().frobenius_norm()); });
-  out["qk_frobenius"] = detail::per_head(
-      L, H, [&](HeadId id) { return static_cast<double>(model.head(id).qk().frobenius_norm()); });
-  out["full_ov_frobenius"] = detail::per_head(
-      L, H, [&](HeadId id) { return static_cast<double>(full_ov_frobenius(model, grams, id)); });
-  out["full_qk_frobenius"] = detail::per_head(
-      L, H, [&](HeadId id) { return static_cast<double>(full_qk_frobenius(model, grams, id)); });
+  const std::vector<HeadId> ids = model.head_ids();
+  std::vector<std::array<double, 4>> norms(ids.size());                // OV, QK, full OV, full QK
+  detail::parallel_for(static_cast<Index>(ids.size()), [&](Index i) {  // as report_spectra
+    const HeadId id = ids[static_cast<std::size_t>(i)];
+    norms[static_cast<std::size_t>(i)] = {static_cast<double>(model.head(id).ov().frobenius_norm()),
+                                          static_cast<double>(model.head(id).qk().frobenius_norm()),
+                                          static_cast<double>(full_ov_frobenius(model, grams, id)),
+                                          static_cast<double>(full_qk_frobenius(model, grams, id))};
+  });
+  const auto column = [&](std::size_t k) {
+    return detail::per_head(L, H, [&norms, H, k](HeadId id) {
+      return norms[static_cast<std::size_t>(id.layer) * static_cast<std::size_t>(H) +
+                   static_cast<std::size_t>(id.head)][k];
+    });
+  };
+  out["ov_frobenius"] = column(0);
+  out["qk_frobenius"] = column(1);
+  out["full_ov_frobenius"] = column(2);
+  out["full_qk_frobenius"] = column(3);
 }
 
 /// The composition group: composition_Q, composition_K, composition_V as [L][H][L][H].
