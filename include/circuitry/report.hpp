@@ -79,6 +79,12 @@ inline std::set<std::string> parse_report_groups(const std::string& list) {
 
 namespace detail {
 
+/// The position of head `id` in model.head_ids() (layer-major), for results kept in that order.
+inline std::size_t head_slot(HeadId id, int n_heads) {
+  return static_cast<std::size_t>(id.layer) * static_cast<std::size_t>(n_heads) +
+         static_cast<std::size_t>(id.head);
+}
+
 /// [L][H] JSON array of f(HeadId).
 template <typename F>
 nlohmann::json per_head(int n_layers, int n_heads, F&& f) {
@@ -184,9 +190,7 @@ void report_spectra(const AttentionOnlyModel<Scalar>& model, const EmbeddingGram
   out["full_ov_copying_score"] = detail::per_head(L, H, score(full_ov));
   out["full_qk_positivity"] = detail::per_head(L, H, score(full_qk));
   out["ov_singular_values"] = detail::per_head(L, H, [&](HeadId id) {
-    return detail::to_json_vector<Scalar>(
-        singular[static_cast<std::size_t>(id.layer) * static_cast<std::size_t>(H) +
-                 static_cast<std::size_t>(id.head)]);
+    return detail::to_json_vector<Scalar>(singular[detail::head_slot(id, H)]);
   });
 }
 
@@ -206,10 +210,8 @@ void report_norms(const AttentionOnlyModel<Scalar>& model, const EmbeddingGrams<
                                           static_cast<double>(full_qk_frobenius(model, grams, id))};
   });
   const auto column = [&](std::size_t k) {
-    return detail::per_head(L, H, [&norms, H, k](HeadId id) {
-      return norms[static_cast<std::size_t>(id.layer) * static_cast<std::size_t>(H) +
-                   static_cast<std::size_t>(id.head)][k];
-    });
+    return detail::per_head(
+        L, H, [&norms, H, k](HeadId id) { return norms[detail::head_slot(id, H)][k]; });
   };
   out["ov_frobenius"] = column(0);
   out["qk_frobenius"] = column(1);
@@ -236,10 +238,7 @@ template <typename Scalar>
 void report_copying(const AttentionOnlyModel<Scalar>& model, nlohmann::json& out) {
   const int L = model.n_layers(), H = model.n_heads();
   const std::vector<CopyingAccuracy> acc = full_ov_copying_accuracies(model);
-  auto at = [&](HeadId id) {
-    return acc[static_cast<std::size_t>(id.layer) * static_cast<std::size_t>(H) +
-               static_cast<std::size_t>(id.head)];
-  };
+  auto at = [&](HeadId id) { return acc[detail::head_slot(id, H)]; };
   out["full_ov_top1_copying_acc"] = detail::per_head(L, H, [&](HeadId id) { return at(id).top1; });
   out["full_ov_top5_copying_acc"] = detail::per_head(L, H, [&](HeadId id) { return at(id).top5; });
 }
