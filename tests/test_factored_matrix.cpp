@@ -703,6 +703,30 @@ TEST_CASE_TEMPLATE("diagonal_rank gives the same ranks at every SIMD level, past
     }
     for (std::size_t l = 1; l < ranks.size(); ++l) CHECK(ranks[l] == ranks[0]);
   }
+  SUBCASE("NaN compares false: a NaN entry never counts, a NaN diagonal has rank 0") {
+    circuitry::Matrix<T> a = random_matrix<T>(m, 7, 79), b = random_matrix<T>(7, m, 80);
+    a(5, 0) = std::numeric_limits<T>::quiet_NaN();    // row 5 of a b: all NaN
+    b(2, 700) = std::numeric_limits<T>::quiet_NaN();  // column 700: all NaN
+    const FactoredMatrix<T> f(a, b);
+    const MatrixXd d = dense(f);
+    for (const auto level : circuitry::test::simd_levels()) {
+      CAPTURE(std::string(circuitry::detail::simd_level_name(level)));
+      const circuitry::test::ForcedSimdLevel forced(level);
+      for (const Index cap : {Index{5}, m}) {
+        CAPTURE(cap);
+        const circuitry::Vector<Index> rank = f.diagonal_rank_capped(cap, 64);
+        CHECK(rank(5) == 0);
+        CHECK(rank(700) == 0);
+        Index wrong = 0;
+        for (Index i = 0; i < m; ++i) {
+          Index want = 0;
+          for (Index j = 0; j < m; ++j) want += d(i, j) > d(i, i) ? 1 : 0;
+          wrong += rank(i) == std::min(want, cap) ? 0 : 1;
+        }
+        CHECK(wrong == 0);
+      }
+    }
+  }
 }
 
 TEST_CASE_TEMPLATE("diagonal_rank_capped is min(diagonal_rank, cap) at every SIMD level", T, float,
