@@ -26,5 +26,6 @@
 #include "circuitry/residual_stream.hpp"
 #include "circuitry/safetensors.hpp"
 #include "circuitry/svg.hpp"
+#include "circuitry/svg_canvas.hpp"
 #include "circuitry/tokenizer.hpp"
 #include "circuitry/types.hpp"

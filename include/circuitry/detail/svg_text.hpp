@@ -3,7 +3,7 @@
 #pragma once
 
 /// \file detail/svg_text.hpp
-/// Text for svg.hpp: XML escaping that survives invalid UTF-8, visible whitespace for token
+/// Text for svg_canvas.hpp: XML escaping that survives invalid UTF-8, visible whitespace for token
 /// text, and numbers written the same way on every platform.
 
 #include <cmath>
