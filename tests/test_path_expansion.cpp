@@ -13,18 +13,12 @@
 
 #include "support/random_model.hpp"
 #include "support/reference.hpp"
+#include "support/tokens.hpp"
 
 using namespace circuitry;
+using circuitry::test::random_tokens;
 
 namespace {
-
-Tokens random_tokens(Index batch, Index len, int d_vocab, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<int> token(0, d_vocab - 1);
-  Tokens t(batch, len);
-  for (Index i = 0; i < t.size(); ++i) t.data()[i] = token(gen);
-  return t;
-}
 
 int power(int base, int exp) {
   int r = 1;

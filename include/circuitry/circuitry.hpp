@@ -20,6 +20,7 @@
 #include "circuitry/model.hpp"
 #include "circuitry/model_io.hpp"
 #include "circuitry/path_expansion.hpp"
+#include "circuitry/path_orders.hpp"
 #include "circuitry/processing.hpp"
 #include "circuitry/qk_decomposition.hpp"
 #include "circuitry/report.hpp"

@@ -21,23 +21,28 @@
 ///    [increase, "L0Ha->L1Hb"]); for every depth `loss_by_order` (direct; + first-order terms;
 ///    + second-order; ...; full), `loss_by_layer` (direct; + terms written by layer 0; ...),
 ///    `ablate_head_everywhere` and `ablate_head_first_order` [L][H] (loss without every term
-///    through the head / without the head reading the direct path and biases), and `definition`.
+///    through the head / without the head reading the direct path and biases), and `definition`;
+///    for more than two layers from `summarize_by_order` (path_orders.hpp), which does not
+///    enumerate the (1 + H)^L head chains.
 ///
 /// `--induction-tokens` (sequences `[0] + r + r`):
 ///  - `repeated_tokens`, `induction_score` [L][H], `repeated_loss_first_half`,
 ///    `repeated_loss_second_half` (head_detectors.hpp).
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "circuitry/detail/json_depth.hpp"
 #include "circuitry/forward.hpp"
 #include "circuitry/head_detectors.hpp"
 #include "circuitry/path_expansion.hpp"
+#include "circuitry/path_orders.hpp"
 #include "circuitry/report.hpp"
 
 namespace circuitry {
@@ -114,18 +119,13 @@ nlohmann::json head_scores_json(const HeadScores<Scalar>& s) {
 }
 }  // namespace detail
 
-/// `path_expansion` of the report (see data_report.hpp) from an expansion of the model on the
-/// batch, and the model's own loss from the forward pass.
+/// `path_expansion` of the report (see data_report.hpp) from a summary of the path expansion
+/// (`summarize` or `summarize_by_order`) and the model's own loss from the forward pass; for two
+/// layers, `virtual_pairs` holds (marginal loss, "L0Ha->L1Hb") of every virtual-head term.
 template <typename Scalar>
-nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers, int n_heads,
-                                   double model_loss) {
-  std::vector<std::size_t> virtual_terms;  // "L0Ha->L1Hb": their marginal losses, same pass
-  for (std::size_t i = 0; i < pe.size(); ++i) {
-    const PathTerm& t = pe.term(i);
-    if (n_layers == 2 && t.source == PathSource::direct && t.chain.size() == 2)
-      virtual_terms.push_back(i);
-  }
-  const PathExpansionSummary<Scalar> s = summarize(pe, virtual_terms);
+nlohmann::json path_expansion_json(const PathExpansionSummary<Scalar>& s, int n_layers, int n_heads,
+                                   double model_loss,
+                                   std::vector<std::pair<double, std::string>> virtual_pairs = {}) {
   nlohmann::json out;
   out["definition"] =
       "resid_final = sum of kept terms; logits = LN_final_frozen(resid_final) W_U + b_U. direct = "
@@ -160,10 +160,7 @@ nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers
     out["direct+L0+L1_first_order"] = static_cast<double>(s.loss_by_order.at(1));
     out["ablate_L1_first_order_head"] = first_order[1];
     out["ablate_L0_head_everywhere"] = everywhere[0];
-    std::vector<std::pair<double, std::string>> by_loss;
-    for (std::size_t k = 0; k < virtual_terms.size(); ++k) {
-      by_loss.emplace_back(static_cast<double>(s.marginal[k]), pe.term(virtual_terms[k]).name());
-    }
+    std::vector<std::pair<double, std::string>>& by_loss = virtual_pairs;
     std::sort(by_loss.begin(), by_loss.end(),
               [](const auto& a, const auto& b) { return a.first > b.first; });
     nlohmann::json top = nlohmann::json::array();
@@ -180,6 +177,26 @@ nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers
   out["ablate_head_everywhere"] = everywhere;
   out["ablate_head_first_order"] = first_order;
   return out;
+}
+
+/// `path_expansion` of the report from an expansion of the model on the batch: one pass of
+/// `summarize` with the marginal losses of the virtual-head terms (two layers).
+template <typename Scalar>
+nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers, int n_heads,
+                                   double model_loss) {
+  std::vector<std::size_t> virtual_terms;  // "L0Ha->L1Hb": their marginal losses, same pass
+  for (std::size_t i = 0; i < pe.size(); ++i) {
+    const PathTerm& t = pe.term(i);
+    if (n_layers == 2 && t.source == PathSource::direct && t.chain.size() == 2)
+      virtual_terms.push_back(i);
+  }
+  const PathExpansionSummary<Scalar> s = summarize(pe, virtual_terms);
+  std::vector<std::pair<double, std::string>> virtual_pairs;
+  for (std::size_t k = 0; k < virtual_terms.size(); ++k) {
+    virtual_pairs.emplace_back(static_cast<double>(s.marginal[k]),
+                               pe.term(virtual_terms[k]).name());
+  }
+  return path_expansion_json(s, n_layers, n_heads, model_loss, std::move(virtual_pairs));
 }
 
 /// The `--tokens` figures (see data_report.hpp) of a processed model on `tokens`.
@@ -216,11 +233,18 @@ void report_tokens(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens
   out["prev_token_score"] = detail::head_scores_json(previous_token_scores(run));
 
   const double model_loss = static_cast<double>(run.loss_mean);
-  PathExpansionOptions expand;
-  expand.keep_patterns = false;  // read above for the last time: freed as the terms are built
-  // The model outlives pe: borrowed (a no-op deleter) rather than copied.
+  // The model outlives pe and frozen: borrowed (a no-op deleter) rather than copied.
   const std::shared_ptr<const AttentionOnlyModel<Scalar>> borrowed(
       &model, [](const AttentionOnlyModel<Scalar>*) {});
+  if (model.n_layers() > 2) {
+    // (1 + H)^L head chains: the summary from sums of streams instead (path_orders.hpp).
+    const FrozenModel<Scalar> frozen(borrowed, tokens, std::move(*run.cache));
+    out["path_expansion"] = path_expansion_json(summarize_by_order(frozen), model.n_layers(),
+                                                model.n_heads(), model_loss);
+    return;
+  }
+  PathExpansionOptions expand;
+  expand.keep_patterns = false;  // read above for the last time: freed as the terms are built
   const PathExpansion<Scalar> pe(borrowed, tokens, std::move(run), expand);  // takes logits, cache
   out["path_expansion"] = path_expansion_json(pe, model.n_layers(), model.n_heads(), model_loss);
 }

@@ -48,6 +48,7 @@ void instantiate(const std::string& path, const circuitry::Tokens& tokens) {
   (void)repeated_halves_loss(run);
   const PathExpansion<Scalar> pe(model, tokens);
   (void)summarize(pe);
+  (void)summarize_by_order(pe.frozen());
   nlohmann::json out = circuit_report(model);
   report_tokens(model, tokens, out);
   report_induction(model, tokens, out);
