@@ -24,11 +24,11 @@
 ///    f_h(resid_l) + its value bias, carried through the later layers (every chain that starts
 ///    with it): X, then X += f_{l'}(X) for each later layer l' (without constants).
 ///
-/// So the summary costs O(L^2 H) head applications and 2 L H + 2 L + 3 losses instead of
-/// (1 + H)^L terms. Each loss is the mean next-token loss of LN_final_frozen(R) W_U + b_U,
-/// [N, d_vocab] logits in row blocks with circuitry's product kernels. It agrees with
-/// `summarize(PathExpansion(frozen))` to rounding (tests/test_path_orders.cpp); it has no
-/// per-term marginals (`marginal` is empty).
+/// So the summary costs O(L^2 H^2) head applications (each head's output through every later
+/// head) and 2 L H + 2 L losses instead of (1 + H)^L terms. Each loss is the mean next-token loss
+/// of LN_final_frozen(R) W_U + b_U, [N, d_vocab] logits in row blocks with circuitry's product
+/// kernels. It agrees with `summarize(PathExpansion(frozen))` to rounding
+/// (tests/test_path_orders.cpp); it has no per-term marginals (`marginal` is empty).
 
 #include <cmath>
 #include <vector>
