@@ -123,9 +123,9 @@ nlohmann::json head_scores_json(const HeadScores<Scalar>& s) {
 /// (`summarize` or `summarize_by_order`) and the model's own loss from the forward pass; for two
 /// layers, `virtual_pairs` holds (marginal loss, "L0Ha->L1Hb") of every virtual-head term.
 template <typename Scalar>
-nlohmann::json path_expansion_json(const PathExpansionSummary<Scalar>& s, int n_layers, int n_heads,
-                                   double model_loss,
-                                   std::vector<std::pair<double, std::string>> virtual_pairs = {}) {
+nlohmann::json path_expansion_json(
+    const PathExpansionSummary<Scalar>& s, int n_layers, int n_heads, double model_loss,
+    const std::vector<std::pair<double, std::string>>& virtual_pairs = {}) {
   nlohmann::json out;
   out["definition"] =
       "resid_final = sum of kept terms; logits = LN_final_frozen(resid_final) W_U + b_U. direct = "
@@ -160,7 +160,7 @@ nlohmann::json path_expansion_json(const PathExpansionSummary<Scalar>& s, int n_
     out["direct+L0+L1_first_order"] = static_cast<double>(s.loss_by_order.at(1));
     out["ablate_L1_first_order_head"] = first_order[1];
     out["ablate_L0_head_everywhere"] = everywhere[0];
-    std::vector<std::pair<double, std::string>>& by_loss = virtual_pairs;
+    std::vector<std::pair<double, std::string>> by_loss = virtual_pairs;
     std::sort(by_loss.begin(), by_loss.end(),
               [](const auto& a, const auto& b) { return a.first > b.first; });
     nlohmann::json top = nlohmann::json::array();
@@ -196,7 +196,7 @@ nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers
     virtual_pairs.emplace_back(static_cast<double>(s.marginal[k]),
                                pe.term(virtual_terms[k]).name());
   }
-  return path_expansion_json(s, n_layers, n_heads, model_loss, std::move(virtual_pairs));
+  return path_expansion_json(s, n_layers, n_heads, model_loss, virtual_pairs);
 }
 
 /// The `--tokens` figures (see data_report.hpp) of a processed model on `tokens`.
