@@ -1,11 +1,13 @@
 // data_report.hpp: the report's figures on data against TransformerLens's reference figures on
-// every shared model, and the token-file reader's errors.
+// every shared model, a deeper model's path_expansion against the enumerated one, and the
+// token-file reader's errors.
 #include <doctest/doctest.h>
 
 #include <circuitry/data_report.hpp>
 #include <cstdio>
 #include <map>
 
+#include "support/random_model.hpp"
 #include "support/reference.hpp"
 #include "support/tokens.hpp"
 
@@ -131,4 +133,28 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
                            .c_str(),
                        format_error);
   for (const auto& p : {not_json, object, bad_id, ragged, empty, bomb}) std::remove(p.c_str());
+}
+
+TEST_CASE("a deeper model's path_expansion has the enumerated expansion's keys and numbers") {
+  // More than two layers: report_tokens takes summarize_by_order instead of the (1 + H)^L terms.
+  test::RandomModelSpec spec;
+  spec.n_layers = 3;
+  spec.n_heads = 2;
+  const auto model = processed(test::random_model<double>(spec));
+  const Tokens tokens = test::random_tokens(3, 8, spec.d_vocab, 4);
+  nlohmann::json got;
+  report_tokens(model, tokens, got);
+  const auto run = forward(model, tokens);
+  const nlohmann::json want =
+      path_expansion_json(PathExpansion<double>(model, tokens), model.n_layers(), model.n_heads(),
+                          static_cast<double>(run.loss_mean));
+  const nlohmann::json& pe = got.at("path_expansion");
+  REQUIRE(pe.size() == want.size());
+  for (const auto& [key, value] : want.items()) {
+    CAPTURE(key);
+    REQUIRE(pe.contains(key));
+    check_close(pe.at(key), value, 1e-12, key);
+  }
+  CHECK(pe.at("loss_by_order").size() == 4);
+  CHECK_FALSE(pe.contains("ablate_virtual_pair_top"));
 }

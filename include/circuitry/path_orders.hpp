@@ -27,10 +27,16 @@
 /// So the summary costs O(L^2 H^2) head applications (each head's output through every later
 /// head) and 2 L H + 2 L losses instead of (1 + H)^L terms. Each loss is the mean next-token loss
 /// of LN_final_frozen(R) W_U + b_U, [N, d_vocab] logits in row blocks with circuitry's product
-/// kernels. It agrees with `summarize(PathExpansion(frozen))` to rounding
-/// (tests/test_path_orders.cpp); it has no per-term marginals (`marginal` is empty).
+/// kernels. A head's first-order terms z_1 W_O, and the whole output of a last-layer head, are
+/// of rank d_head (+ 1): their losses take one pass per layer in which a block's logits of the
+/// final stream are formed once and each head's are that minus diag(s_f) z_1 M, a product of
+/// rank d_head instead of d_model (frozen_losses_without). It agrees with
+/// `summarize(PathExpansion(frozen))` to rounding (tests/test_path_orders.cpp); it has no
+/// per-term marginals (`marginal` is empty).
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "circuitry/detail/frozen_model.hpp"
@@ -40,20 +46,91 @@
 namespace circuitry {
 namespace detail {
 
-/// f_h(X) = A^h Lin_l(X) W_V^h W_O^h, given x = Lin_l(X) [N, d_model]: the head's output on a
-/// stream without its value bias.
+/// z = A^h Lin_l(X) W_V^h, given x = Lin_l(X) [N, d_model]: what head h writes through W_O^h
+/// (f_h(X) = z W_O^h, without its value bias), [N, d_head].
 template <typename Scalar>
-Matrix<Scalar> head_linear(const FrozenModel<Scalar>& frozen, HeadId id, const Matrix<Scalar>& x) {
+Matrix<Scalar> head_z(const FrozenModel<Scalar>& frozen, HeadId id, const Matrix<Scalar>& x) {
   const AttentionHead<Scalar>& hd = frozen.model().head(id);
   const SimdLevel level = simd_level();
   const Index S = frozen.seq_len(), N = frozen.rows();
-  Matrix<Scalar> v, z(N, hd.W_V.cols()), out;
+  Matrix<Scalar> v, z(N, hd.W_V.cols());
   multiply(x, hd.W_V, v);
   for (Index b = 0; b < frozen.batch(); ++b) {
     causal_product(level, frozen.pattern(id, b), v.data() + b * S, N, v.cols(), z.data() + b * S,
                    N);
   }
-  multiply(z, hd.W_O, out);
+  return z;
+}
+
+/// f_h(X) = A^h Lin_l(X) W_V^h W_O^h, given x = Lin_l(X): the head's output on a stream
+/// without its value bias, [N, d_model].
+template <typename Scalar>
+Matrix<Scalar> head_linear(const FrozenModel<Scalar>& frozen, HeadId id, const Matrix<Scalar>& x) {
+  Matrix<Scalar> out;
+  multiply(head_z(frozen, id, x), frozen.model().head(id).W_O, out);
+  return out;
+}
+
+/// A low-rank part Z W of the final stream (Z [N, r], W [r, d_model]).
+template <typename Scalar>
+struct StreamPart {
+  Matrix<Scalar> Z;
+  Matrix<Scalar> W;
+};
+
+/// The mean next-token losses of LN_final_frozen(R - Z_i W_i) W_U + b_U, one per part, in one
+/// pass over blocks of rows: a block's logits of R once ([64, d_model] W_U), then each part's
+/// as diag(s_f) Z_i M_i with M_i = W_i,c [diag(w_f)] W_U (FrozenModel::read_through): r_i / d_model
+/// of a dense product each. Sums in double, rows and blocks in order.
+template <typename Scalar>
+std::vector<Scalar> frozen_losses_without(const FrozenModel<Scalar>& frozen,
+                                          const Matrix<Scalar>& R,
+                                          const std::vector<StreamPart<Scalar>>& parts) {
+  const AttentionOnlyModel<Scalar>& model = frozen.model();
+  const Index N = frozen.rows(), D = model.W_U.rows(), V = model.W_U.cols();
+  const Index P = static_cast<Index>(parts.size());
+  std::vector<Matrix<Scalar>> M(parts.size());
+  CIRCUITRY_OMP_PARALLEL_FOR
+  for (Index i = 0; i < P; ++i) {
+    M[static_cast<std::size_t>(i)] = FrozenModel<Scalar>::read_through(
+        model.ln_final, parts[static_cast<std::size_t>(i)].W, model.W_U);
+  }
+  const RowVector<Scalar> bias = frozen.logit_bias();
+  const Vector<Scalar>& s = frozen.ln_final_scales();
+  const Eigen::Matrix<int, Eigen::Dynamic, 1> targets = frozen.next_tokens();
+  const SimdLevel level = simd_level();
+  const Index blocks = (N + kRowBlock - 1) / kRowBlock;
+  Eigen::MatrixXd sums = Eigen::MatrixXd::Zero(blocks, P);
+  CIRCUITRY_OMP_PARALLEL_FOR
+  for (Index blk = 0; blk < blocks; ++blk) {
+    const Index r0 = blk * kRowBlock, n = std::min(kRowBlock, N - r0);
+    const auto target = targets.segment(r0, n);
+    const Matrix<Scalar> x =
+        FrozenModel<Scalar>::linear_ln(model.ln_final, s.segment(r0, n), R.middleRows(r0, n));
+    Matrix<Scalar> base(n, V), update(n, V);
+    gemm(level, n, V, D, x.data(), n, model.W_U.data(), D, base.data(), n);
+    base.rowwise() += bias;
+    for (Index i = 0; i < P; ++i) {
+      const StreamPart<Scalar>& part = parts[static_cast<std::size_t>(i)];
+      const Matrix<Scalar>& Mi = M[static_cast<std::size_t>(i)];
+      const Matrix<Scalar> zs = s.segment(r0, n).asDiagonal() * part.Z.middleRows(r0, n);
+      gemm(level, n, V, Mi.rows(), zs.data(), n, Mi.data(), Mi.rows(), update.data(), n);
+      update = base - update;
+      const Vector<Scalar> loss = next_token_losses(update, target);
+      double total = 0;
+      for (Index r = 0; r < n; ++r) {
+        if (target(r) >= 0) total += static_cast<double>(loss(r));
+      }
+      sums(blk, i) = total;
+    }
+  }
+  std::vector<Scalar> out(parts.size());
+  for (Index i = 0; i < P; ++i) {
+    double total = 0;
+    for (Index blk = 0; blk < blocks; ++blk) total += sums(blk, i);
+    out[static_cast<std::size_t>(i)] =
+        static_cast<Scalar>(total / static_cast<double>(frozen.predictions()));
+  }
   return out;
 }
 
@@ -114,18 +191,35 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
       read.push_back(frozen.ln1_linear(l, S[static_cast<std::size_t>(k)]));
     RowVector<Scalar> constant = model.layers[static_cast<std::size_t>(l)].b_O.transpose();
     for (int h = 0; h < H; ++h) constant += frozen.value_bias({l, h});
-    // The layer's heads in parallel, each on one thread: its two losses.
+    // The layer's heads in parallel, each on one thread. Its first-order terms f_h(S_0 + B) =
+    // z_1 W_O, a low-rank part (losses below); its whole output z W_O + value bias, carried
+    // through the later layers: a dense one, whose loss is taken here, or, in the last layer, a
+    // low-rank one ([z, 1] [W_O; value bias]).
+    std::vector<detail::StreamPart<Scalar>> parts(static_cast<std::size_t>(l + 1 == L ? 2 * H : H));
     detail::parallel_for(H, [&](Index h) {
       const HeadId id{l, static_cast<int>(h)};
+      const AttentionHead<Scalar>& hd = model.head(id);
       HeadPathLosses<Scalar>& hl =
           s.heads[static_cast<std::size_t>(l) * static_cast<std::size_t>(H) +
                   static_cast<std::size_t>(h)];
       hl.head = id;
-      Matrix<Scalar> whole = detail::head_linear(frozen, id, read[0]);  // f_h(S_0 + B)
-      hl.without_first_order = detail::frozen_loss(frozen, Matrix<Scalar>(resid_final - whole));
-      for (std::size_t k = 1; k < read.size(); ++k)
-        whole += detail::head_linear(frozen, id, read[k]);
-      whole.rowwise() += frozen.value_bias(id);  // now the head's whole output
+      detail::StreamPart<Scalar>& first = parts[static_cast<std::size_t>(h)];
+      first.Z = detail::head_z(frozen, id, read[0]);
+      first.W = hd.W_O;
+      Matrix<Scalar> z = first.Z;
+      for (std::size_t k = 1; k < read.size(); ++k) z += detail::head_z(frozen, id, read[k]);
+      const RowVector<Scalar> vb = frozen.value_bias(id);
+      if (l + 1 == L) {
+        detail::StreamPart<Scalar>& all = parts[static_cast<std::size_t>(H + h)];
+        all.Z.resize(N, z.cols() + 1);
+        all.Z << z, Matrix<Scalar>::Ones(N, 1);
+        all.W.resize(hd.W_O.rows() + 1, D);
+        all.W << hd.W_O, vb;
+        return;
+      }
+      Matrix<Scalar> whole;
+      detail::multiply(z, hd.W_O, whole);
+      whole.rowwise() += vb;
       for (int later = l + 1; later < L; ++later) {
         const Matrix<Scalar> x = frozen.ln1_linear(later, whole);
         Matrix<Scalar> out = Matrix<Scalar>::Zero(N, D);
@@ -134,6 +228,15 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
       }
       hl.without_everywhere = detail::frozen_loss(frozen, Matrix<Scalar>(resid_final - whole));
     });
+    const std::vector<Scalar> without = detail::frozen_losses_without(frozen, resid_final, parts);
+    for (int h = 0; h < H; ++h) {
+      HeadPathLosses<Scalar>& hl =
+          s.heads[static_cast<std::size_t>(l) * static_cast<std::size_t>(H) +
+                  static_cast<std::size_t>(h)];
+      hl.without_first_order = without[static_cast<std::size_t>(h)];
+      if (l + 1 == L)
+        hl.without_everywhere = without[static_cast<std::size_t>(H) + static_cast<std::size_t>(h)];
+    }
     // The streams: S_1 += sum_h f_h(S_0 + B), S_{k+1} += sum_h f_h(S_k); the frozen stream.
     Matrix<Scalar> layer_out = Matrix<Scalar>::Zero(N, D);
     for (std::size_t k = 0; k < read.size(); ++k) {
