@@ -79,15 +79,15 @@ struct StreamPart {
 };
 
 /// The mean next-token losses of LN_final_frozen(R - Z_i W_i) W_U + b_U, one per part, in one
-/// pass over blocks of rows: a block's logits of R once ([64, d_model] W_U), then each part's
-/// as diag(s_f) Z_i M_i with M_i = W_i,c [diag(w_f)] W_U (FrozenModel::read_through): r_i / d_model
-/// of a dense product each. Sums in double, rows and blocks in order.
+/// pass over blocks of rows (FrozenModel::mean_losses): a block's logits of R once
+/// ([64, d_model] W_U), then each part's as diag(s_f) Z_i M_i with M_i = W_i,c [diag(w_f)] W_U
+/// (FrozenModel::read_through): r_i / d_model of a dense product each.
 template <typename Scalar>
 std::vector<Scalar> frozen_losses_without(const FrozenModel<Scalar>& frozen,
                                           const Matrix<Scalar>& R,
                                           const std::vector<StreamPart<Scalar>>& parts) {
   const AttentionOnlyModel<Scalar>& model = frozen.model();
-  const Index N = frozen.rows(), D = model.W_U.rows(), V = model.W_U.cols();
+  const Index D = model.W_U.rows(), V = model.W_U.cols();
   const Index P = static_cast<Index>(parts.size());
   std::vector<Matrix<Scalar>> M(parts.size());
   CIRCUITRY_OMP_PARALLEL_FOR
@@ -97,58 +97,21 @@ std::vector<Scalar> frozen_losses_without(const FrozenModel<Scalar>& frozen,
   }
   const RowVector<Scalar> bias = frozen.logit_bias();
   const Vector<Scalar>& s = frozen.ln_final_scales();
-  const Eigen::Matrix<int, Eigen::Dynamic, 1> targets = frozen.next_tokens();
   const SimdLevel level = simd_level();
-  const Index blocks = (N + kRowBlock - 1) / kRowBlock;
-  Eigen::MatrixXd sums = Eigen::MatrixXd::Zero(blocks, P);
-  CIRCUITRY_OMP_PARALLEL_FOR
-  for (Index blk = 0; blk < blocks; ++blk) {
-    const Index r0 = blk * kRowBlock, n = std::min(kRowBlock, N - r0);
-    const auto target = targets.segment(r0, n);
+  return frozen.mean_losses(P, [&](Index r0, Index n, const auto& loss_of) {
     const Matrix<Scalar> x =
         FrozenModel<Scalar>::linear_ln(model.ln_final, s.segment(r0, n), R.middleRows(r0, n));
-    Matrix<Scalar> base(n, V), update(n, V);
+    Matrix<Scalar> base(n, V), logits(n, V);
     gemm(level, n, V, D, x.data(), n, model.W_U.data(), D, base.data(), n);
     base.rowwise() += bias;
     for (Index i = 0; i < P; ++i) {
-      const StreamPart<Scalar>& part = parts[static_cast<std::size_t>(i)];
+      const Matrix<Scalar>& Z = parts[static_cast<std::size_t>(i)].Z;
       const Matrix<Scalar>& Mi = M[static_cast<std::size_t>(i)];
-      const Matrix<Scalar> zs = s.segment(r0, n).asDiagonal() * part.Z.middleRows(r0, n);
-      gemm(level, n, V, Mi.rows(), zs.data(), n, Mi.data(), Mi.rows(), update.data(), n);
-      update = base - update;
-      const Vector<Scalar> loss = next_token_losses(update, target);
-      double total = 0;
-      for (Index r = 0; r < n; ++r) {
-        if (target(r) >= 0) total += static_cast<double>(loss(r));
-      }
-      sums(blk, i) = total;
+      const Matrix<Scalar> zs = s.segment(r0, n).asDiagonal() * Z.middleRows(r0, n);
+      gemm(level, n, V, Mi.rows(), zs.data(), n, Mi.data(), Mi.rows(), logits.data(), n);
+      logits = base - logits;
+      loss_of(i, logits);
     }
-  }
-  std::vector<Scalar> out(parts.size());
-  for (Index i = 0; i < P; ++i) {
-    double total = 0;
-    for (Index blk = 0; blk < blocks; ++blk) total += sums(blk, i);
-    out[static_cast<std::size_t>(i)] =
-        static_cast<Scalar>(total / static_cast<double>(frozen.predictions()));
-  }
-  return out;
-}
-
-/// Mean next-token loss of the frozen logits of R, LN_final_frozen(R) W_U + b_U, formed in
-/// blocks of rows (one [64, d_vocab] block per thread at a time, circuitry's product kernels).
-template <typename Scalar>
-Scalar frozen_loss(const FrozenModel<Scalar>& frozen, const Matrix<Scalar>& R) {
-  const AttentionOnlyModel<Scalar>& model = frozen.model();
-  const RowVector<Scalar> bias = frozen.logit_bias();
-  const SimdLevel level = simd_level();
-  const Index D = model.W_U.rows(), V = model.W_U.cols();
-  return frozen.mean_loss([&](Index r0, Index n) {
-    const Matrix<Scalar> x = FrozenModel<Scalar>::linear_ln(
-        model.ln_final, frozen.ln_final_scales().segment(r0, n), R.middleRows(r0, n));
-    Matrix<Scalar> logits(n, V);
-    gemm(level, n, V, D, x.data(), n, model.W_U.data(), D, logits.data(), n);
-    logits.rowwise() += bias;
-    return logits;
   });
 }
 
@@ -174,27 +137,27 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
   s.uniform_loss = static_cast<Scalar>(std::log(static_cast<double>(model.config.d_vocab)));
 
   const Matrix<Scalar> resid_final = frozen.resid_final(frozen.resid0(), true);
-  s.full_loss = detail::frozen_loss(frozen, resid_final);
+  s.full_loss = frozen.loss(resid_final);
 
   // The streams: S[0] direct, S[k] chains of order k; B the constants so far (order 1).
   std::vector<Matrix<Scalar>> S(static_cast<std::size_t>(L) + 1, Matrix<Scalar>::Zero(N, D));
   S[0] = frozen.resid0();
   Matrix<Scalar> B = Matrix<Scalar>::Zero(N, D);
-  s.loss_by_layer.push_back(detail::frozen_loss(frozen, S[0]));
+  s.loss_by_layer.push_back(frozen.loss(S[0]));
   s.heads.resize(static_cast<std::size_t>(L) * static_cast<std::size_t>(H));
-  Matrix<Scalar> resid = S[0];  // the frozen stream at layer l's input
   for (int l = 0; l < L; ++l) {
     // Lin_l of each stream read at this layer: S_0 + B, then S_1 .. S_l.
     std::vector<Matrix<Scalar>> read;
     read.push_back(frozen.ln1_linear(l, Matrix<Scalar>(S[0] + B)));
     for (int k = 1; k <= l; ++k)
       read.push_back(frozen.ln1_linear(l, S[static_cast<std::size_t>(k)]));
-    RowVector<Scalar> constant = model.layers[static_cast<std::size_t>(l)].b_O.transpose();
-    for (int h = 0; h < H; ++h) constant += frozen.value_bias({l, h});
-    // The layer's heads in parallel, each on one thread. Its first-order terms f_h(S_0 + B) =
-    // z_1 W_O, a low-rank part (losses below); its whole output z W_O + value bias, carried
-    // through the later layers: a dense one, whose loss is taken here, or, in the last layer, a
-    // low-rank one ([z, 1] [W_O; value bias]).
+    const RowVector<Scalar> constant = frozen.layer_constant(l);
+    // The layer's heads in parallel, each on one thread: z[h][k] = A^h read[k] W_V^h. Its
+    // first-order terms f_h(S_0 + B) = z[h][0] W_O, a low-rank part (losses below); its whole
+    // output z W_O + value bias (z = sum_k z[h][k]), carried through the later layers: a dense
+    // one, whose loss is taken here, or, in the last layer, a low-rank one ([z, 1] [W_O; value
+    // bias]).
+    std::vector<std::vector<Matrix<Scalar>>> zs(static_cast<std::size_t>(H));
     std::vector<detail::StreamPart<Scalar>> parts(static_cast<std::size_t>(l + 1 == L ? 2 * H : H));
     detail::parallel_for(H, [&](Index h) {
       const HeadId id{l, static_cast<int>(h)};
@@ -204,10 +167,12 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
                   static_cast<std::size_t>(h)];
       hl.head = id;
       detail::StreamPart<Scalar>& first = parts[static_cast<std::size_t>(h)];
-      first.Z = detail::head_z(frozen, id, read[0]);
+      std::vector<Matrix<Scalar>>& zh = zs[static_cast<std::size_t>(h)];
+      for (const Matrix<Scalar>& x : read) zh.push_back(detail::head_z(frozen, id, x));
+      first.Z = zh[0];
       first.W = hd.W_O;
-      Matrix<Scalar> z = first.Z;
-      for (std::size_t k = 1; k < read.size(); ++k) z += detail::head_z(frozen, id, read[k]);
+      Matrix<Scalar> z = zh[0];
+      for (std::size_t k = 1; k < zh.size(); ++k) z += zh[k];
       const RowVector<Scalar> vb = frozen.value_bias(id);
       if (l + 1 == L) {
         detail::StreamPart<Scalar>& all = parts[static_cast<std::size_t>(H + h)];
@@ -226,8 +191,19 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
         for (int g = 0; g < H; ++g) out += detail::head_linear(frozen, {later, g}, x);
         whole += out;
       }
-      hl.without_everywhere = detail::frozen_loss(frozen, Matrix<Scalar>(resid_final - whole));
+      hl.without_everywhere = frozen.loss(Matrix<Scalar>(resid_final - whole));
     });
+    // The streams: S_1 += sum_h f_h(S_0 + B), S_{k+1} += sum_h f_h(S_k), from the heads' z;
+    // the frozen stream after the layer is S_0 + B + S_1 + ... + S_{l+1}.
+    Matrix<Scalar> out;
+    for (std::size_t k = 0; k < read.size(); ++k) {
+      for (int h = 0; h < H; ++h) {
+        detail::multiply(zs[static_cast<std::size_t>(h)][k], model.head(l, h).W_O, out);
+        S[k + 1] += out;
+      }
+    }
+    zs.clear();  // read and the heads' z are not needed below: freed before the losses
+    read.clear();
     const std::vector<Scalar> without = detail::frozen_losses_without(frozen, resid_final, parts);
     for (int h = 0; h < H; ++h) {
       HeadPathLosses<Scalar>& hl =
@@ -237,19 +213,14 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
       if (l + 1 == L)
         hl.without_everywhere = without[static_cast<std::size_t>(H) + static_cast<std::size_t>(h)];
     }
-    // The streams: S_1 += sum_h f_h(S_0 + B), S_{k+1} += sum_h f_h(S_k); the frozen stream.
-    Matrix<Scalar> layer_out = Matrix<Scalar>::Zero(N, D);
-    for (std::size_t k = 0; k < read.size(); ++k) {
-      for (int h = 0; h < H; ++h) {
-        const Matrix<Scalar> out = detail::head_linear(frozen, {l, h}, read[k]);
-        S[k + 1] += out;
-        layer_out += out;
-      }
-    }
     B.rowwise() += constant;
-    resid += layer_out;
-    resid.rowwise() += constant;
-    s.loss_by_layer.push_back(l + 1 == L ? s.full_loss : detail::frozen_loss(frozen, resid));
+    if (l + 1 == L) {
+      s.loss_by_layer.push_back(s.full_loss);
+    } else {
+      Matrix<Scalar> resid = S[0] + B;
+      for (int k = 1; k <= l + 1; ++k) resid += S[static_cast<std::size_t>(k)];
+      s.loss_by_layer.push_back(frozen.loss(resid));
+    }
   }
 
   Matrix<Scalar> partial = S[0];
@@ -257,7 +228,7 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
   for (int k = 1; k <= L; ++k) {
     partial += S[static_cast<std::size_t>(k)];
     if (k == 1) partial += B;
-    s.loss_by_order.push_back(k == L ? s.full_loss : detail::frozen_loss(frozen, partial));
+    s.loss_by_order.push_back(k == L ? s.full_loss : frozen.loss(partial));
   }
   return s;
 }

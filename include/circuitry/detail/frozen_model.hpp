@@ -21,12 +21,15 @@
 /// so the logits are an affine function of the embedding, and resid_L splits into path terms.
 /// A^h is block-diagonal: one [S, S] pattern per sequence (rows: token b S + p).
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "circuitry/detail/simd_dispatch.hpp"
+#include "circuitry/detail/simd_gemm.hpp"
 #include "circuitry/forward.hpp"
 
 namespace circuitry {
@@ -235,39 +238,61 @@ class FrozenModel {
   /// The number of predicted tokens, B (S - 1): what losses are averaged over.
   Index predictions() const { return batch() * (seq_len() - 1); }
 
-  /// Mean next-token loss over the batch of the logits that `block_logits(r0, n)` returns for
-  /// rows r0 .. r0 + n - 1 (an [n, d_vocab] matrix); blocks are evaluated in parallel, so
-  /// `block_logits` must be safe to call concurrently.
-  template <typename BlockLogits>
-  Scalar mean_loss(BlockLogits block_logits) const {
+  /// Mean next-token losses over the batch of `count` sets of logits, in one pass over blocks of
+  /// rows: `block(r0, n, loss_of)` is called once for rows r0 .. r0 + n - 1 and calls
+  /// `loss_of(i, L)` with set i's [n, d_vocab] logits, once for each i < count. Blocks are
+  /// evaluated in parallel, so `block` must be safe to call concurrently; the sums are in
+  /// double, rows and blocks in order, so the result does not depend on the number of threads.
+  template <typename Block>
+  std::vector<Scalar> mean_losses(Index count, Block block) const {
     const Index N = rows();
     const Index blocks = (N + detail::kRowBlock - 1) / detail::kRowBlock;
     const Eigen::Matrix<int, Eigen::Dynamic, 1> targets = next_tokens();
-    std::vector<double> sums(static_cast<std::size_t>(blocks), 0.0);
+    Eigen::MatrixXd sums = Eigen::MatrixXd::Zero(blocks, count);
     CIRCUITRY_OMP_PARALLEL_FOR
     for (Index blk = 0; blk < blocks; ++blk) {
       const Index r0 = blk * detail::kRowBlock, n = std::min(detail::kRowBlock, N - r0);
       const auto target = targets.segment(r0, n);
-      const Matrix<Scalar> L = block_logits(r0, n);
-      const Vector<Scalar> loss = detail::next_token_losses(L, target);
-      double s = 0;
-      for (Index i = 0; i < n; ++i) {
-        if (target(i) >= 0) s += static_cast<double>(loss(i));
-      }
-      sums[static_cast<std::size_t>(blk)] = s;
+      block(r0, n, [&](Index set, const Matrix<Scalar>& L) {
+        const Vector<Scalar> loss = detail::next_token_losses(L, target);
+        double s = 0;
+        for (Index i = 0; i < n; ++i) {
+          if (target(i) >= 0) s += static_cast<double>(loss(i));
+        }
+        sums(blk, set) = s;
+      });
     }
-    double total = 0;
-    for (double s : sums) total += s;
-    return static_cast<Scalar>(total / static_cast<double>(predictions()));
+    std::vector<Scalar> out(static_cast<std::size_t>(count));
+    for (Index set = 0; set < count; ++set) {
+      double total = 0;
+      for (Index blk = 0; blk < blocks; ++blk) total += sums(blk, set);
+      out[static_cast<std::size_t>(set)] =
+          static_cast<Scalar>(total / static_cast<double>(predictions()));
+    }
+    return out;
   }
 
-  /// Mean next-token loss of LN_final_frozen(R) W_U + b_U.
+  /// Mean next-token loss over the batch of the logits that `block_logits(r0, n)` returns for
+  /// rows r0 .. r0 + n - 1 (an [n, d_vocab] matrix); as mean_losses, for one set.
+  template <typename BlockLogits>
+  Scalar mean_loss(BlockLogits block_logits) const {
+    return mean_losses(
+               1, [&](Index r0, Index n, const auto& loss_of) { loss_of(0, block_logits(r0, n)); })
+        .front();
+  }
+
+  /// Mean next-token loss of LN_final_frozen(R) W_U + b_U, its logits formed one [64, d_vocab]
+  /// block of rows per thread at a time (circuitry's product kernels, detail/simd_gemm.hpp).
   Scalar loss(const Matrix<Scalar>& R) const {
+    const RowVector<Scalar> bias = logit_bias();
+    const detail::SimdLevel level = detail::simd_level();
+    const Index D = model_->W_U.rows(), V = model_->W_U.cols();
     return mean_loss([&](Index r0, Index n) {
-      Matrix<Scalar> L =
-          linear_ln(model_->ln_final, ln_final_scales_.segment(r0, n), R.middleRows(r0, n)) *
-          model_->W_U;
-      L.rowwise() += logit_bias();
+      const Matrix<Scalar> x =
+          linear_ln(model_->ln_final, ln_final_scales_.segment(r0, n), R.middleRows(r0, n));
+      Matrix<Scalar> L(n, V);
+      detail::gemm(level, n, V, D, x.data(), n, model_->W_U.data(), D, L.data(), n);
+      L.rowwise() += bias;
       return L;
     });
   }
