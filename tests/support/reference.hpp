@@ -57,8 +57,9 @@ constexpr double reference_tolerance() {
 /// Reference spectrum [l][h] of `key` ({"re": [L][H][d], "im": ...}) as complex numbers.
 inline std::vector<std::complex<double>> reference_spectrum(const nlohmann::json& ref,
                                                             const std::string& key, int l, int h) {
-  const auto& re = ref.at(key).at("re").at(l).at(h);
-  const auto& im = ref.at(key).at("im").at(l).at(h);
+  const auto layer = static_cast<std::size_t>(l), head = static_cast<std::size_t>(h);
+  const auto& re = ref.at(key).at("re").at(layer).at(head);
+  const auto& im = ref.at(key).at("im").at(layer).at(head);
   std::vector<std::complex<double>> out;
   for (std::size_t i = 0; i < re.size(); ++i)
     out.emplace_back(re[i].get<double>(), im[i].get<double>());
