@@ -6,6 +6,7 @@
 #include <circuitry/path_expansion.hpp>
 #include <cmath>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -57,6 +58,40 @@ TEST_CASE("with patterns and LayerNorm scales frozen the model is linear in its 
     const auto run = forward(model, tokens);
     CHECK((f.logits(f.resid_final(f.resid0(), true)) - run.logits).cwiseAbs().maxCoeff() < 1e-9);
   }
+}
+
+TEST_CASE("a frozen layer's output is the sum of its heads' outputs, and needs a whole stream") {
+  test::RandomModelSpec spec;
+  spec.n_layers = 2;
+  spec.n_heads = 3;
+  const auto model = test::random_model<double>(spec);
+  const Tokens tokens = random_tokens(3, 9, spec.d_vocab, 21);
+  const FrozenModel<double> f(model, tokens);
+  std::mt19937_64 rng(5);
+  const Matrix<double> X = test::random_matrix<double>(rng, 27, spec.d_model);
+  for (int l = 0; l < spec.n_layers; ++l) {
+    CAPTURE(l);
+    // Each head on its own, with Eigen's dense products and the whole [S, S] pattern.
+    const Matrix<double> x = f.ln1_linear(l, X);
+    const Matrix<double> z = f.layer_z(l, X);
+    REQUIRE(z.cols() == spec.n_heads * spec.d_head);
+    Matrix<double> want = Matrix<double>::Zero(X.rows(), X.cols());
+    for (int h = 0; h < spec.n_heads; ++h) {
+      CAPTURE(h);
+      const AttentionHead<double>& hd = model.head(l, h);
+      const Matrix<double> zh = f.attend({l, h}, x * hd.W_V);
+      CHECK((z.middleCols(h * spec.d_head, spec.d_head) - zh).cwiseAbs().maxCoeff() <
+            1e-12 * (1 + zh.cwiseAbs().maxCoeff()));
+      want += zh * hd.W_O;
+    }
+    CHECK((f.layer_linear(l, X) - want).cwiseAbs().maxCoeff() <
+          1e-12 * (1 + want.cwiseAbs().maxCoeff()));
+  }
+  const std::string message =
+      "[circuitry.argument_error] FrozenModel: the stream is 26 x 16, expected 27 x 16 (tokens x "
+      "d_model)";
+  CHECK_THROWS_WITH_AS(f.layer_linear(0, X.topRows(26)), message.c_str(), argument_error);
+  CHECK_THROWS_WITH_AS(f.layer_z(1, X.topRows(26)), message.c_str(), argument_error);
 }
 
 TEST_CASE_TEMPLATE(

@@ -25,7 +25,8 @@
 ///    with it): X, then X += f_{l'}(X) for each later layer l' (without constants).
 ///
 /// So the summary costs O(L^2 H^2) head applications (each head's output through every later
-/// head) and 2 L H + 2 L losses instead of (1 + H)^L terms. Each loss is the mean next-token loss
+/// head; a layer's heads together, FrozenModel::layer_z and layer_linear) and 2 L H + 2 L losses
+/// instead of (1 + H)^L terms. Each loss is the mean next-token loss
 /// of LN_final_frozen(R) W_U + b_U, [N, d_vocab] logits in row blocks with circuitry's product
 /// kernels. A head's first-order terms z_1 W_O, and the whole output of a last-layer head, are
 /// of rank d_head (+ 1): their losses take one pass per layer in which a block's logits of the
@@ -34,7 +35,6 @@
 /// `summarize(PathExpansion(frozen))` to rounding (tests/test_path_orders.cpp); it has no
 /// per-term marginals (`marginal` is empty).
 
-#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -45,31 +45,6 @@
 
 namespace circuitry {
 namespace detail {
-
-/// z = A^h Lin_l(X) W_V^h, given x = Lin_l(X) [N, d_model]: what head h writes through W_O^h
-/// (f_h(X) = z W_O^h, without its value bias), [N, d_head].
-template <typename Scalar>
-Matrix<Scalar> head_z(const FrozenModel<Scalar>& frozen, HeadId id, const Matrix<Scalar>& x) {
-  const AttentionHead<Scalar>& hd = frozen.model().head(id);
-  const SimdLevel level = simd_level();
-  const Index S = frozen.seq_len(), N = frozen.rows();
-  Matrix<Scalar> v, z(N, hd.W_V.cols());
-  multiply(x, hd.W_V, v);
-  for (Index b = 0; b < frozen.batch(); ++b) {
-    causal_product(level, frozen.pattern(id, b), v.data() + b * S, N, v.cols(), z.data() + b * S,
-                   N);
-  }
-  return z;
-}
-
-/// f_h(X) = A^h Lin_l(X) W_V^h W_O^h, given x = Lin_l(X): the head's output on a stream
-/// without its value bias, [N, d_model].
-template <typename Scalar>
-Matrix<Scalar> head_linear(const FrozenModel<Scalar>& frozen, HeadId id, const Matrix<Scalar>& x) {
-  Matrix<Scalar> out;
-  multiply(head_z(frozen, id, x), frozen.model().head(id).W_O, out);
-  return out;
-}
 
 /// A low-rank part Z W of the final stream (Z [N, r], W [r, d_model]).
 template <typename Scalar>
@@ -146,18 +121,20 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
   s.loss_by_layer.push_back(frozen.loss(S[0]));
   s.heads.resize(static_cast<std::size_t>(L) * static_cast<std::size_t>(H));
   for (int l = 0; l < L; ++l) {
-    // Lin_l of each stream read at this layer: S_0 + B, then S_1 .. S_l.
-    std::vector<Matrix<Scalar>> read;
-    read.push_back(frozen.ln1_linear(l, Matrix<Scalar>(S[0] + B)));
-    for (int k = 1; k <= l; ++k)
-      read.push_back(frozen.ln1_linear(l, S[static_cast<std::size_t>(k)]));
+    // Z[k] = [z^0 ... z^{H-1}] of the layer's heads on each stream it reads: k = 0 on S_0 + B,
+    // k >= 1 on S_k (FrozenModel::layer_z); their sum is what the heads read from the whole
+    // frozen stream.
+    std::vector<Matrix<Scalar>> Z;
+    Z.push_back(frozen.layer_z(l, Matrix<Scalar>(S[0] + B)));
+    for (int k = 1; k <= l; ++k) Z.push_back(frozen.layer_z(l, S[static_cast<std::size_t>(k)]));
+    Matrix<Scalar> Z_all = Z[0];
+    for (std::size_t k = 1; k < Z.size(); ++k) Z_all += Z[k];
+    const Index d = model.config.d_head;
     const RowVector<Scalar> constant = frozen.layer_constant(l);
-    // The layer's heads in parallel, each on one thread: z[h][k] = A^h read[k] W_V^h. Its
-    // first-order terms f_h(S_0 + B) = z[h][0] W_O, a low-rank part (losses below); its whole
-    // output z W_O + value bias (z = sum_k z[h][k]), carried through the later layers: a dense
-    // one, whose loss is taken here, or, in the last layer, a low-rank one ([z, 1] [W_O; value
-    // bias]).
-    std::vector<std::vector<Matrix<Scalar>>> zs(static_cast<std::size_t>(H));
+    // The layer's heads in parallel, each on one thread. A head's first-order terms
+    // f_h(S_0 + B) = z^h_0 W_O^h, a low-rank part (losses below); its whole output
+    // z^h W_O^h + value bias, carried through the later layers: a dense one, whose loss is taken
+    // here, or, in the last layer, a low-rank one ([z^h, 1] [W_O^h; value bias]).
     std::vector<detail::StreamPart<Scalar>> parts(static_cast<std::size_t>(l + 1 == L ? 2 * H : H));
     detail::parallel_for(H, [&](Index h) {
       const HeadId id{l, static_cast<int>(h)};
@@ -167,43 +144,34 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
                   static_cast<std::size_t>(h)];
       hl.head = id;
       detail::StreamPart<Scalar>& first = parts[static_cast<std::size_t>(h)];
-      std::vector<Matrix<Scalar>>& zh = zs[static_cast<std::size_t>(h)];
-      for (const Matrix<Scalar>& x : read) zh.push_back(detail::head_z(frozen, id, x));
-      first.Z = zh[0];
+      first.Z = Z[0].middleCols(h * d, d);
       first.W = hd.W_O;
-      Matrix<Scalar> z = zh[0];
-      for (std::size_t k = 1; k < zh.size(); ++k) z += zh[k];
+      const Matrix<Scalar> z = Z_all.middleCols(h * d, d);
       const RowVector<Scalar> vb = frozen.value_bias(id);
       if (l + 1 == L) {
         detail::StreamPart<Scalar>& all = parts[static_cast<std::size_t>(H + h)];
-        all.Z.resize(N, z.cols() + 1);
+        all.Z.resize(N, d + 1);
         all.Z << z, Matrix<Scalar>::Ones(N, 1);
-        all.W.resize(hd.W_O.rows() + 1, D);
+        all.W.resize(d + 1, D);
         all.W << hd.W_O, vb;
         return;
       }
       Matrix<Scalar> whole;
       detail::multiply(z, hd.W_O, whole);
       whole.rowwise() += vb;
-      for (int later = l + 1; later < L; ++later) {
-        const Matrix<Scalar> x = frozen.ln1_linear(later, whole);
-        Matrix<Scalar> out = Matrix<Scalar>::Zero(N, D);
-        for (int g = 0; g < H; ++g) out += detail::head_linear(frozen, {later, g}, x);
-        whole += out;
-      }
+      for (int later = l + 1; later < L; ++later) whole += frozen.layer_linear(later, whole);
       hl.without_everywhere = frozen.loss(Matrix<Scalar>(resid_final - whole));
     });
-    // The streams: S_1 += sum_h f_h(S_0 + B), S_{k+1} += sum_h f_h(S_k), from the heads' z;
-    // the frozen stream after the layer is S_0 + B + S_1 + ... + S_{l+1}.
+    // The streams: S_1 += sum_h f_h(S_0 + B), S_{k+1} += sum_h f_h(S_k), each one product
+    // Z[k] stacked_W_O; the frozen stream after the layer is S_0 + B + S_1 + ... + S_{l+1}.
+    const Matrix<Scalar> W_O = frozen.stacked_W_O(l);
     Matrix<Scalar> out;
-    for (std::size_t k = 0; k < read.size(); ++k) {
-      for (int h = 0; h < H; ++h) {
-        detail::multiply(zs[static_cast<std::size_t>(h)][k], model.head(l, h).W_O, out);
-        S[k + 1] += out;
-      }
+    for (std::size_t k = 0; k < Z.size(); ++k) {
+      detail::multiply(Z[k], W_O, out);
+      S[k + 1] += out;
     }
-    zs.clear();  // read and the heads' z are not needed below: freed before the losses
-    read.clear();
+    Z.clear();  // not needed below: freed before the losses
+    Z_all.resize(0, 0);
     const std::vector<Scalar> without = detail::frozen_losses_without(frozen, resid_final, parts);
     for (int h = 0; h < H; ++h) {
       HeadPathLosses<Scalar>& hl =

@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "circuitry/detail/parallel.hpp"
 #include "circuitry/detail/simd_dispatch.hpp"
 #include "circuitry/detail/simd_gemm.hpp"
 #include "circuitry/forward.hpp"
@@ -175,15 +176,46 @@ class FrozenModel {
     return v * hd.W_O;
   }
 
-  /// sum_h A^h Lin_l(X) W_V^h W_O^h: layer l's output on X without constants, [N, d_model].
-  Matrix<Scalar> layer_linear(int layer, const Matrix<Scalar>& X) const {
-    const Matrix<Scalar> x = ln1_linear(layer, X);
-    Matrix<Scalar> out = Matrix<Scalar>::Zero(X.rows(), X.cols());
-    const int H = static_cast<int>(model_->layers.at(static_cast<std::size_t>(layer)).heads.size());
-    for (int h = 0; h < H; ++h) {
-      const AttentionHead<Scalar>& hd = model_->head(layer, h);
-      out.noalias() += attend({layer, h}, x * hd.W_V) * hd.W_O;
+  /// [z^0 ... z^{H-1}], z^h = A^h Lin_l(X) W_V^h: what each head of layer l writes through its
+  /// W_O (TransformerLens's hook_z, without the value bias), side by side: [N, H d_head], head
+  /// h's columns from h d_head. Taken as Lin_l(X) stacked_W_V(l) in one product and each head's
+  /// pattern applied to its columns (the lower triangle only), with circuitry's kernels
+  /// (detail/simd_gemm.hpp); heads and sequences in parallel. argument_error unless X is
+  /// [N, d_model], or if the layer's patterns were released.
+  Matrix<Scalar> layer_z(int layer, const Matrix<Scalar>& X) const {
+    if (X.rows() != rows() || X.cols() != model_->config.d_model) {
+      throw argument_error("FrozenModel: the stream is " + std::to_string(X.rows()) + " x " +
+                           std::to_string(X.cols()) + ", expected " + std::to_string(rows()) +
+                           " x " + std::to_string(model_->config.d_model) + " (tokens x d_model)");
     }
+    const Matrix<Scalar> W_V = stacked_W_V(layer);
+    const detail::SimdLevel level = detail::simd_level();
+    const Index N = X.rows(), S = seq_len(), B = batch(), d = model_->config.d_head;
+    Matrix<Scalar> v, z(N, W_V.cols());
+    detail::multiply(ln1_linear(layer, X), W_V, v);
+    detail::parallel_for(model_->n_heads() * B, [&](Index i) {
+      const Index h = i / B, b = i % B, offset = h * d * N + b * S;
+      detail::causal_product(level, pattern({layer, static_cast<int>(h)}, b), v.data() + offset, N,
+                             d, z.data() + offset, N);
+    });
+    return z;
+  }
+
+  /// [W_V^0 ... W_V^{H-1}]: layer l's value matrices side by side, [d_model, H d_head].
+  Matrix<Scalar> stacked_W_V(int layer) const {
+    return stacked(layer, &AttentionHead<Scalar>::W_V, false);
+  }
+  /// [W_O^0; ...; W_O^{H-1}]: layer l's output matrices stacked, [H d_head, d_model], so that
+  /// layer_z(l, X) stacked_W_O(l) = layer_linear(l, X).
+  Matrix<Scalar> stacked_W_O(int layer) const {
+    return stacked(layer, &AttentionHead<Scalar>::W_O, true);
+  }
+
+  /// sum_h A^h Lin_l(X) W_V^h W_O^h = layer_z(l, X) stacked_W_O(l): layer l's output on X
+  /// without constants, [N, d_model]. argument_error as layer_z.
+  Matrix<Scalar> layer_linear(int layer, const Matrix<Scalar>& X) const {
+    Matrix<Scalar> out;
+    detail::multiply(layer_z(layer, X), stacked_W_O(layer), out);
     return out;
   }
 
@@ -308,6 +340,25 @@ class FrozenModel {
   }
 
  private:
+  /// Layer `layer`'s heads' `W` side by side ([d_model, H d_head], W_V) or stacked
+  /// ([H d_head, d_model], W_O: `rows`).
+  Matrix<Scalar> stacked(int layer, Matrix<Scalar> AttentionHead<Scalar>::*W, bool rows) const {
+    const std::vector<AttentionHead<Scalar>>& heads =
+        model_->layers.at(static_cast<std::size_t>(layer)).heads;
+    const Index D = model_->config.d_model, d = model_->config.d_head;
+    const Index width = static_cast<Index>(heads.size()) * d;
+    Matrix<Scalar> out(rows ? width : D, rows ? D : width);
+    for (std::size_t h = 0; h < heads.size(); ++h) {
+      const Index c = static_cast<Index>(h) * d;
+      if (rows) {
+        out.middleRows(c, d) = heads[h].*W;
+      } else {
+        out.middleCols(c, d) = heads[h].*W;
+      }
+    }
+    return out;
+  }
+
   static ForwardCache<Scalar> pattern_cache(const AttentionOnlyModel<Scalar>& model,
                                             const Tokens& tokens) {
     ForwardOptions options;
