@@ -43,6 +43,36 @@ struct AttentionLayer {
   LayerNorm<Scalar> ln1;
   std::vector<AttentionHead<Scalar>> heads;
   Vector<Scalar> b_O;  ///< [d_model]
+
+  /// [W_V^0 ... W_V^{H-1}]: the heads' value matrices side by side, [d_model, sum_h d_ov^h]
+  /// (TransformerLens's W_V[l] as "n_heads d_model d_head -> d_model (n_heads d_head)"): head
+  /// h's d_ov^h columns follow head h - 1's. Heads may differ in width (rank-1 OV heads next to
+  /// wider ones); a layer without heads gives an empty matrix.
+  Matrix<Scalar> W_V_stacked() const {
+    Index width = 0;
+    for (const AttentionHead<Scalar>& hd : heads) width += hd.d_ov();
+    Matrix<Scalar> out(heads.empty() ? 0 : heads.front().W_V.rows(), width);
+    Index c = 0;
+    for (const AttentionHead<Scalar>& hd : heads) {
+      out.middleCols(c, hd.d_ov()) = hd.W_V;
+      c += hd.d_ov();
+    }
+    return out;
+  }
+  /// [W_O^0; ...; W_O^{H-1}]: the heads' output matrices stacked, [sum_h d_ov^h, d_model]
+  /// (TransformerLens's W_O[l] as "(n_heads d_head) d_model"), so that the layer writes
+  /// [z^0 ... z^{H-1}] W_O_stacked(), z^h = A^h x W_V^h.
+  Matrix<Scalar> W_O_stacked() const {
+    Index height = 0;
+    for (const AttentionHead<Scalar>& hd : heads) height += hd.d_ov();
+    Matrix<Scalar> out(height, heads.empty() ? 0 : heads.front().W_O.cols());
+    Index r = 0;
+    for (const AttentionHead<Scalar>& hd : heads) {
+      out.middleRows(r, hd.d_ov()) = hd.W_O;
+      r += hd.d_ov();
+    }
+    return out;
+  }
 };
 
 /// An attention-only transformer. Invariant (checked by `check_shapes`): every matrix has the

@@ -163,8 +163,8 @@ PathExpansionSummary<Scalar> summarize_by_order(const FrozenModel<Scalar>& froze
       hl.without_everywhere = frozen.loss(Matrix<Scalar>(resid_final - whole));
     });
     // The streams: S_1 += sum_h f_h(S_0 + B), S_{k+1} += sum_h f_h(S_k), each one product
-    // Z[k] stacked_W_O; the frozen stream after the layer is S_0 + B + S_1 + ... + S_{l+1}.
-    const Matrix<Scalar> W_O = frozen.stacked_W_O(l);
+    // Z[k] W_O_stacked; the frozen stream after the layer is S_0 + B + S_1 + ... + S_{l+1}.
+    const Matrix<Scalar> W_O = model.layers[static_cast<std::size_t>(l)].W_O_stacked();
     Matrix<Scalar> out;
     for (std::size_t k = 0; k < Z.size(); ++k) {
       detail::multiply(Z[k], W_O, out);

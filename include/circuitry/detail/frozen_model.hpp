@@ -178,7 +178,7 @@ class FrozenModel {
 
   /// [z^0 ... z^{H-1}], z^h = A^h Lin_l(X) W_V^h: what each head of layer l writes through its
   /// W_O (TransformerLens's hook_z, without the value bias), side by side: [N, H d_head], head
-  /// h's columns from h d_head. Taken as Lin_l(X) stacked_W_V(l) in one product and each head's
+  /// h's columns from h d_head. Taken as Lin_l(X) W_V_stacked() in one product and each head's
   /// pattern applied to its columns (the lower triangle only), with circuitry's kernels
   /// (detail/simd_gemm.hpp); heads and sequences in parallel. argument_error unless X is
   /// [N, d_model], or if the layer's patterns were released.
@@ -188,7 +188,7 @@ class FrozenModel {
                            std::to_string(X.cols()) + ", expected " + std::to_string(rows()) +
                            " x " + std::to_string(model_->config.d_model) + " (tokens x d_model)");
     }
-    const Matrix<Scalar> W_V = stacked_W_V(layer);
+    const Matrix<Scalar> W_V = model_->layers.at(static_cast<std::size_t>(layer)).W_V_stacked();
     const detail::SimdLevel level = detail::simd_level();
     const Index N = X.rows(), S = seq_len(), B = batch(), d = model_->config.d_head;
     Matrix<Scalar> v, z(N, W_V.cols());
@@ -201,21 +201,12 @@ class FrozenModel {
     return z;
   }
 
-  /// [W_V^0 ... W_V^{H-1}]: layer l's value matrices side by side, [d_model, H d_head].
-  Matrix<Scalar> stacked_W_V(int layer) const {
-    return stacked(layer, &AttentionHead<Scalar>::W_V, false);
-  }
-  /// [W_O^0; ...; W_O^{H-1}]: layer l's output matrices stacked, [H d_head, d_model], so that
-  /// layer_z(l, X) stacked_W_O(l) = layer_linear(l, X).
-  Matrix<Scalar> stacked_W_O(int layer) const {
-    return stacked(layer, &AttentionHead<Scalar>::W_O, true);
-  }
-
-  /// sum_h A^h Lin_l(X) W_V^h W_O^h = layer_z(l, X) stacked_W_O(l): layer l's output on X
+  /// sum_h A^h Lin_l(X) W_V^h W_O^h = layer_z(l, X) W_O_stacked(): layer l's output on X
   /// without constants, [N, d_model]. argument_error as layer_z.
   Matrix<Scalar> layer_linear(int layer, const Matrix<Scalar>& X) const {
     Matrix<Scalar> out;
-    detail::multiply(layer_z(layer, X), stacked_W_O(layer), out);
+    detail::multiply(layer_z(layer, X),
+                     model_->layers.at(static_cast<std::size_t>(layer)).W_O_stacked(), out);
     return out;
   }
 
@@ -340,25 +331,6 @@ class FrozenModel {
   }
 
  private:
-  /// Layer `layer`'s heads' `W` side by side ([d_model, H d_head], W_V) or stacked
-  /// ([H d_head, d_model], W_O: `rows`).
-  Matrix<Scalar> stacked(int layer, Matrix<Scalar> AttentionHead<Scalar>::*W, bool rows) const {
-    const std::vector<AttentionHead<Scalar>>& heads =
-        model_->layers.at(static_cast<std::size_t>(layer)).heads;
-    const Index D = model_->config.d_model, d = model_->config.d_head;
-    const Index width = static_cast<Index>(heads.size()) * d;
-    Matrix<Scalar> out(rows ? width : D, rows ? D : width);
-    for (std::size_t h = 0; h < heads.size(); ++h) {
-      const Index c = static_cast<Index>(h) * d;
-      if (rows) {
-        out.middleRows(c, d) = heads[h].*W;
-      } else {
-        out.middleCols(c, d) = heads[h].*W;
-      }
-    }
-    return out;
-  }
-
   static ForwardCache<Scalar> pattern_cache(const AttentionOnlyModel<Scalar>& model,
                                             const Tokens& tokens) {
     ForwardOptions options;
