@@ -86,7 +86,7 @@ Args parse_args(int argc, char** argv) {
       try {
         a.report.groups = circuitry::parse_report_groups(value());
       } catch (const circuitry::argument_error& e) {
-        throw UsageError(e.what());
+        throw UsageError(e.message());
       }
     } else if (arg == "--tokens") {
       a.tokens = value();
@@ -120,6 +120,15 @@ nlohmann::json run(const Args& args) {
   const circuitry::Tokens induction =
       has_induction ? circuitry::read_tokens_json(args.induction_tokens) : circuitry::Tokens();
   auto model = circuitry::load_model<Scalar>(args.model, load);
+  // ... and checked against the model before any computation, naming the file and flag.
+  if (has_tokens) {
+    circuitry::check_eval_tokens(tokens, model.config,
+                                 "token file '" + args.tokens + "' (--tokens)");
+  }
+  if (has_induction) {
+    circuitry::check_repeated_tokens(
+        induction, model.config, "token file '" + args.induction_tokens + "' (--induction-tokens)");
+  }
   nlohmann::json out;
   out["model"] = args.model;
   out["config"] = circuitry::to_json(model.config);

@@ -1,10 +1,13 @@
 // data_report.hpp: the report's figures on data against TransformerLens's reference figures on
-// every shared model, a deeper model's path_expansion against the enumerated one, and the
-// token-file reader's errors.
+// every shared model, a deeper model's path_expansion against the enumerated one, the checks of
+// the tokens it is given, and the token-file reader's errors.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <circuitry/data_report.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "support/random_model.hpp"
@@ -101,7 +104,8 @@ TEST_CASE("the report's figures on data agree with TransformerLens on every shar
 
 TEST_CASE("token files that are not arrays of equal-length id sequences are rejected") {
   CHECK_THROWS_WITH_AS(read_tokens_json("/nonexistent/tokens.json"),
-                       "[circuitry.io_error] cannot open token file '/nonexistent/tokens.json'",
+                       "[circuitry.io_error] cannot open token file '/nonexistent/tokens.json': "
+                       "No such file or directory",
                        io_error);
   const std::string not_json = write_temp("not_json.json", "[[0, 1,");
   CHECK_THROWS_WITH_AS(read_tokens_json(not_json),
@@ -121,7 +125,11 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
                        format_error);
   const std::string ragged = write_temp("ragged.json", "[[0, 1, 2], [0, 1]]");
   CHECK_THROWS_WITH_AS(read_tokens_json(ragged),
-                       doctest::Contains(("token file '" + ragged + "'").c_str()), argument_error);
+                       ("[circuitry.argument_error] token file '" + ragged +
+                        "': tokens: ragged batch: sequence 1 has 2 tokens but sequence 0 has 3 "
+                        "(all sequences must have the same length)")
+                           .c_str(),
+                       argument_error);
   const std::string empty = write_temp("empty.json", "[]");
   CHECK_THROWS_WITH_AS(read_tokens_json(empty), doctest::Contains("empty batch"), argument_error);
   const std::string bomb =
@@ -133,6 +141,63 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
                            .c_str(),
                        format_error);
   for (const auto& p : {not_json, object, bad_id, ragged, empty, bomb}) std::remove(p.c_str());
+}
+
+TEST_CASE("a directory or a FIFO given as the token file is an io_error, without blocking") {
+  char name[] = "/tmp/circuitry_tokens_dir_XXXXXX";
+  REQUIRE(::mkdtemp(name) != nullptr);
+  const std::string dir = name;
+  CHECK_THROWS_WITH_AS(read_tokens_json(dir),
+                       ("[circuitry.io_error] token file '" + dir +
+                        "' is a directory, expected a JSON array of token sequences")
+                           .c_str(),
+                       io_error);
+  const std::string fifo = dir + "/tokens.json";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);  // opening it would block until a writer comes
+  CHECK_THROWS_WITH_AS(read_tokens_json(fifo),
+                       ("[circuitry.io_error] token file '" + fifo +
+                        "' is not a regular file, expected a JSON array of token sequences")
+                           .c_str(),
+                       io_error);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("tokens that cannot hold the report's figures are rejected before any computation") {
+  test::RandomModelSpec spec;  // d_vocab 40, n_ctx 12
+  const auto model = test::random_model<double>(spec);
+  nlohmann::json out;
+  const auto tokens = [](std::vector<std::vector<int>> s) { return make_tokens(s); };
+  CHECK_THROWS_WITH_AS(report_tokens(model, tokens({{0}, {3}}), out),
+                       "[circuitry.argument_error] report_tokens: sequences of 1 token have no "
+                       "next token to predict (need at least 2 tokens)",
+                       argument_error);
+  CHECK_THROWS_WITH_AS(check_eval_tokens(tokens({{0, 1}, {2, 40}}), model.config, "file 'x'"),
+                       "[circuitry.argument_error] file 'x': tokens: token 40 at sequence 1, "
+                       "position 1 is out of range [0, 40)",
+                       argument_error);
+  CHECK_THROWS_WITH_AS(check_eval_tokens(tokens({std::vector<int>(13, 1)}), model.config),
+                       "[circuitry.argument_error] report_tokens: tokens: sequences have 13 "
+                       "tokens, more than n_ctx = 12",
+                       argument_error);
+  CHECK_NOTHROW(check_eval_tokens(tokens({{0, 1}}), model.config));
+
+  CHECK_THROWS_WITH_AS(report_induction(model, tokens({{0, 5, 6, 7, 5, 6}}), out),
+                       "[circuitry.argument_error] report_induction: sequences of 6 tokens are "
+                       "not [BOS] r r with |r| >= 2 (expected an odd length >= 5)",
+                       argument_error);
+  CHECK_THROWS_WITH_AS(check_repeated_tokens(tokens({{0, 5, 5}}), model.config),
+                       doctest::Contains("sequences of 3 tokens are not [BOS] r r with |r| >= 2"),
+                       argument_error);
+  CHECK_THROWS_WITH_AS(
+      check_repeated_tokens(tokens({{0, 5, 6, 5, 6}, {0, 7, 8, 7, 9}}), model.config, "f"),
+      "[circuitry.argument_error] f: sequence 1 is not [BOS] r r: position 4 holds 9, position 2 "
+      "holds 8",
+      argument_error);
+  CHECK_THROWS_WITH_AS(check_repeated_tokens(tokens({{0, 5, 6, 5, 6, 1, 2}}), model.config, "f"),
+                       doctest::Contains("f: sequence 0 is not [BOS] r r: position 4 holds 6"),
+                       argument_error);
+  CHECK_NOTHROW(check_repeated_tokens(repeated_random_tokens(3, 5, spec.d_vocab, 2), model.config));
+  CHECK(out.empty());  // nothing was written before the errors
 }
 
 TEST_CASE("a deeper model's path_expansion has the enumerated expansion's keys and numbers") {

@@ -102,6 +102,11 @@ TEST_CASE("detectors reject runs without a cache and sequences of the wrong form
                        "[circuitry.argument_error] induction_scores: sequences of 9 tokens are not "
                        "[BOS] r r with |r| = 5",
                        argument_error);
+  const Tokens once = repeated_random_tokens(1, 1, spec.d_vocab, 1);  // [BOS] r r, |r| = 1
+  CHECK_THROWS_WITH_AS(induction_scores(run_with_cache(model, once), 1),
+                       "[circuitry.argument_error] induction_scores: |r| = 1, expected |r| >= 2 "
+                       "(the diagonal at offset 1 - |r| below the main one)",
+                       argument_error);
   Tokens distinct(1, 4);
   distinct << 0, 1, 2, 3;
   CHECK_THROWS_WITH_AS(

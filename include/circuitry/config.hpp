@@ -12,18 +12,13 @@
 ///     circuitry::ModelConfig c = circuitry::read_config_file("config.json");
 ///     c.positional_embedding_type = circuitry::PositionalEmbeddingType::shortformer;
 
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "circuitry/detail/json_depth.hpp"
+#include "circuitry/detail/text_file.hpp"
 #include "circuitry/error.hpp"
 
 namespace circuitry {
@@ -211,21 +206,8 @@ inline nlohmann::json parse_config_text(const std::string& text, const std::stri
 /// io_error when `path` is missing, not a regular file (a directory, a FIFO: checked before
 /// opening, which would block on a FIFO) or unreadable; config_error when it is not JSON.
 inline nlohmann::json read_config_json_file(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    const int err = errno;
-    throw io_error("cannot open config file '" + path + "': " + std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    throw io_error("config file '" + path + "' is " +
-                   (S_ISDIR(st.st_mode) ? "a directory" : "not a regular file") +
-                   ", expected a JSON file");
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error("cannot open config file '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return parse_config_text(ss.str(), "config file '" + path + "'");
+  return parse_config_text(detail::read_regular_file(path, "config file", "a JSON file"),
+                           "config file '" + path + "'");
 }
 
 /// Reads a complete config from a JSON file and validates it: every dimension must be present

@@ -30,15 +30,14 @@
 ///    `repeated_loss_second_half` (head_detectors.hpp).
 
 #include <algorithm>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "circuitry/detail/json_depth.hpp"
+#include "circuitry/detail/text_file.hpp"
 #include "circuitry/forward.hpp"
 #include "circuitry/head_detectors.hpp"
 #include "circuitry/path_expansion.hpp"
@@ -47,14 +46,13 @@
 
 namespace circuitry {
 
-/// Reads a JSON array of token sequences (`[[0, 12, 99], [0, 5, 7]]`). format_error naming the
-/// file for anything else; argument_error (make_tokens) for an empty batch or ragged sequences.
+/// Reads a JSON array of token sequences (`[[0, 12, 99], [0, 5, 7]]`). io_error when the file
+/// is missing, unreadable, a directory or a FIFO (detail::read_regular_file); format_error naming
+/// the file for anything but such an array; argument_error (make_tokens) for an empty batch or
+/// ragged sequences.
 inline Tokens read_tokens_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error("cannot open token file '" + path + "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  const std::string str = text.str();
+  const std::string str =
+      detail::read_regular_file(path, "token file", "a JSON array of token sequences");
   const std::size_t deep = detail::json_too_deep_at(str.data(), str.data() + str.size());
   if (deep != std::string::npos) {
     throw format_error("token file '" + path + "': the JSON " + detail::json_depth_message(deep) +
@@ -93,7 +91,48 @@ inline Tokens read_tokens_json(const std::string& path) {
   try {
     return make_tokens(sequences);
   } catch (const argument_error& e) {
-    throw argument_error("token file '" + path + "': " + e.what());
+    throw argument_error("token file '" + path + "': " + e.message());
+  }
+}
+
+/// argument_error unless `tokens` can hold the `--tokens` figures of a model of `config`: they
+/// fit it (check_tokens) and every sequence has at least 2 tokens (a next token to predict, a
+/// previous token to attend to). The message starts with `source` (e.g. "token file 'x.json'").
+inline void check_eval_tokens(const Tokens& tokens, const ModelConfig& config,
+                              const std::string& source = "report_tokens") {
+  try {
+    check_tokens(tokens, config);
+  } catch (const argument_error& e) {
+    throw argument_error(source + ": " + e.message());
+  }
+  if (tokens.cols() < 2) {
+    throw argument_error(source + ": sequences of " + std::to_string(tokens.cols()) +
+                         " token have no next token to predict (need at least 2 tokens)");
+  }
+}
+
+/// argument_error unless `tokens` are `[BOS] r r` sequences for the `--induction-tokens`
+/// figures of a model of `config`: they fit it (check_eval_tokens), have 2n + 1 tokens, n >= 2
+/// (the induction diagonal 1 - n is below the main one), and tokens n + 1 .. 2n repeat tokens
+/// 1 .. n. The message starts with `source` and names the first sequence and position that
+/// do not repeat.
+inline void check_repeated_tokens(const Tokens& tokens, const ModelConfig& config,
+                                  const std::string& source = "report_induction") {
+  check_eval_tokens(tokens, config, source);
+  const Index n = (tokens.cols() - 1) / 2;
+  if (n < 2 || 2 * n + 1 != tokens.cols()) {
+    throw argument_error(source + ": sequences of " + std::to_string(tokens.cols()) +
+                         " tokens are not [BOS] r r with |r| >= 2 (expected an odd length >= 5)");
+  }
+  for (Index b = 0; b < tokens.rows(); ++b) {
+    for (Index i = 1; i <= n; ++i) {
+      if (tokens(b, n + i) != tokens(b, i)) {
+        throw argument_error(source + ": sequence " + std::to_string(b) +
+                             " is not [BOS] r r: " + "position " + std::to_string(n + i) +
+                             " holds " + std::to_string(tokens(b, n + i)) + ", position " +
+                             std::to_string(i) + " holds " + std::to_string(tokens(b, i)));
+      }
+    }
   }
 }
 
@@ -200,9 +239,11 @@ nlohmann::json path_expansion_json(const PathExpansion<Scalar>& pe, int n_layers
 }
 
 /// The `--tokens` figures (see data_report.hpp) of a processed model on `tokens`.
+/// argument_error (check_eval_tokens) for tokens that cannot hold them.
 template <typename Scalar>
 void report_tokens(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
                    nlohmann::json& out) {
+  check_eval_tokens(tokens, model.config);
   ForwardOptions options;
   options.cache = true;
   options.cache_activations = false;
@@ -250,9 +291,11 @@ void report_tokens(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens
 }
 
 /// The `--induction-tokens` figures (see data_report.hpp) on `[0] + r + r` sequences.
+/// argument_error (check_repeated_tokens) for sequences of another form.
 template <typename Scalar>
 void report_induction(const AttentionOnlyModel<Scalar>& model, const Tokens& tokens,
                       nlohmann::json& out) {
+  check_repeated_tokens(tokens, model.config);
   ForwardOptions options;
   options.cache = true;
   options.cache_activations = false;

@@ -30,17 +30,20 @@
 namespace circuitry {
 
 /// Base class of every exception circuitry throws. `id()` is the stable bracketed id, e.g.
-/// "circuitry.format_error"; `what()` is "[id] message".
+/// "circuitry.format_error"; `what()` is "[id] message"; `message()` is the message alone, for
+/// a caller that adds context and throws again (`token file 'x.json': ` + e.message()).
 class error : public std::runtime_error {
  public:
   const std::string& id() const noexcept { return id_; }
+  const std::string& message() const noexcept { return message_; }
 
  protected:
   error(std::string id, const std::string& message)
-      : std::runtime_error("[" + id + "] " + message), id_(std::move(id)) {}
+      : std::runtime_error("[" + id + "] " + message), id_(std::move(id)), message_(message) {}
 
  private:
   std::string id_;
+  std::string message_;
 };
 
 /// A file could not be opened or read: missing, a directory, a FIFO, unreadable, empty.

@@ -76,7 +76,11 @@ HeadScores<Scalar> previous_token_scores(const ForwardResult<Scalar>& run) {
 /// head_detectors.hpp): the mean of the diagonal at offset 1 - repeat_length.
 template <typename Scalar>
 HeadScores<Scalar> induction_scores(const ForwardResult<Scalar>& run, Index repeat_length) {
-  if (repeat_length < 2 || 2 * repeat_length + 1 != run.seq_len) {
+  if (repeat_length < 2) {
+    throw argument_error("induction_scores: |r| = " + std::to_string(repeat_length) +
+                         ", expected |r| >= 2 (the diagonal at offset 1 - |r| below the main one)");
+  }
+  if (2 * repeat_length + 1 != run.seq_len) {
     throw argument_error("induction_scores: sequences of " + std::to_string(run.seq_len) +
                          " tokens are not [BOS] r r with |r| = " + std::to_string(repeat_length));
   }
