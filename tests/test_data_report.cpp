@@ -120,7 +120,14 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
   const std::string bad_id = write_temp("bad_id.json", "[[0, 1], [0, -3]]");
   CHECK_THROWS_WITH_AS(read_tokens_json(bad_id),
                        ("[circuitry.format_error] token file '" + bad_id +
-                        "': sequence 1, position 1: -3 is not a token id (a non-negative integer)")
+                        "': sequence 1, position 1: -3 is not a token id (an integer in [0, 2^30])")
+                           .c_str(),
+                       format_error);
+  const std::string huge = write_temp("huge.json", "[[0, 99999999999]]");
+  CHECK_THROWS_WITH_AS(read_tokens_json(huge),
+                       ("[circuitry.format_error] token file '" + huge +
+                        "': sequence 0, position 1: 99999999999 is not a token id (an integer in "
+                        "[0, 2^30])")
                            .c_str(),
                        format_error);
   const std::string ragged = write_temp("ragged.json", "[[0, 1, 2], [0, 1]]");
@@ -140,7 +147,8 @@ TEST_CASE("token files that are not arrays of equal-length id sequences are reje
                         "array of token sequences")
                            .c_str(),
                        format_error);
-  for (const auto& p : {not_json, object, bad_id, ragged, empty, bomb}) std::remove(p.c_str());
+  for (const auto& p : {not_json, object, bad_id, huge, ragged, empty, bomb})
+    std::remove(p.c_str());
 }
 
 TEST_CASE("a directory or a FIFO given as the token file is an io_error, without blocking") {

@@ -82,7 +82,7 @@ inline Tokens read_tokens_json(const std::string& path) {
       if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() > (1LL << 30)) {
         throw format_error("token file '" + path + "': sequence " + std::to_string(b) +
                            ", position " + std::to_string(p) + ": " + t.dump() +
-                           " is not a token id (a non-negative integer)");
+                           " is not a token id (an integer in [0, 2^30])");
       }
       seq.push_back(static_cast<int>(t.get<long long>()));
     }
