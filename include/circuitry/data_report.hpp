@@ -128,9 +128,9 @@ inline void check_repeated_tokens(const Tokens& tokens, const ModelConfig& confi
     for (Index i = 1; i <= n; ++i) {
       if (tokens(b, n + i) != tokens(b, i)) {
         throw argument_error(source + ": sequence " + std::to_string(b) +
-                             " is not [BOS] r r: " + "position " + std::to_string(n + i) +
-                             " holds " + std::to_string(tokens(b, n + i)) + ", position " +
-                             std::to_string(i) + " holds " + std::to_string(tokens(b, i)));
+                             " is not [BOS] r r: position " + std::to_string(n + i) + " holds " +
+                             std::to_string(tokens(b, n + i)) + ", position " + std::to_string(i) +
+                             " holds " + std::to_string(tokens(b, i)));
       }
     }
   }
